@@ -1,0 +1,53 @@
+# Two commands: `make demo` and `make test`. Each sets up a fresh machine idempotently
+# (Debian packages when root, .venv, pip install), then runs the pipeline or the tests.
+# A second run skips the set-up work already done.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+APT_PACKAGES := ffmpeg espeak-ng openssh-server openssh-client
+PYTEST_ARGS ?=
+# Stages in dvc.yaml call `python -m stages.X`: make it the venv's python.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: demo test setup system lint bench clean-venv
+
+demo: setup
+	$(BIN)/dvc repro
+	$(BIN)/dvc status
+	@echo "Report: data/evaluate/report.md (metrics: dvc metrics show)"
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+setup: system $(STAMP)
+
+# Debian packages: installed when missing and we are root; otherwise say what is missing.
+system:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "Installing Debian packages: $$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "Missing Debian packages: $$missing (run: sudo apt-get install $$missing)"; exit 1; \
+	  fi; \
+	fi
+
+# The venv is rebuilt only when pyproject.toml changes. torch is pinned to the local CPU build.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -c "import torch, dlib, av; assert not torch.version.cuda, 'CUDA torch resolved'"
+	touch $(STAMP)
+
+lint: setup
+	$(BIN)/ruff check .
+
+bench: setup
+	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean-venv:
+	rm -rf $(VENV)

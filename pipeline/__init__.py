@@ -1,0 +1,1 @@
+"""Voice-to-face research pipeline: the library behind the DVC stages."""

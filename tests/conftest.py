@@ -1,0 +1,51 @@
+"""Shared fixtures: real data locations, seeded RNGs, repository paths."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATASETS = REPO.parent / "shared" / "datasets"
+
+
+def shared_dataset(name: str) -> Path:
+    """Return ``../shared/datasets/<name>``, skipping the test when it is absent."""
+    path = SHARED_DATASETS / name
+    if not path.is_dir():
+        pytest.skip(f"real data {path} is absent (it sits beside the checkout in CI)")
+    return path
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return REPO
+
+
+@pytest.fixture
+def deterministic_rng() -> np.random.Generator:
+    """Seed Python's, NumPy's and torch's global generators; return a NumPy generator."""
+    import torch
+
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    return np.random.default_rng(0)
+
+
+@pytest.fixture
+def crema_d_dir() -> Path:
+    return shared_dataset("crema-d")
+
+
+@pytest.fixture
+def grid_dir() -> Path:
+    return shared_dataset("grid-samples")
+
+
+@pytest.fixture
+def mead_dir() -> Path:
+    return shared_dataset("mead-emotion-clips")

@@ -1,0 +1,76 @@
+import json
+import os
+import random
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from pipeline.runtime import (
+    QuarantineError,
+    StageReport,
+    atomic_directory,
+    atomic_path,
+    atomic_write_json,
+    seed_everything,
+)
+
+
+def test_seed_everything_repeats_every_generator():
+    def draw():
+        return random.random(), np.random.rand(), torch.rand(1).item()
+
+    seed_everything(7)
+    first = draw()
+    seed_everything(7)
+    assert draw() == first
+    seed_everything(8)
+    assert draw() != first
+
+
+def test_atomic_path_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("killed")
+    assert target.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["out.bin"]
+
+
+def test_atomic_json_replaces(tmp_path):
+    atomic_write_json(tmp_path / "a.json", {"b": 1, "a": [1, 2]})
+    assert json.loads((tmp_path / "a.json").read_text()) == {"a": [1, 2], "b": 1}
+
+
+def test_atomic_directory_swaps_only_on_success(tmp_path):
+    out = tmp_path / "shards"
+    with atomic_directory(out) as tmp:
+        (tmp / "part-0.parquet").write_text("x")
+    assert (out / "part-0.parquet").exists()
+    with pytest.raises(ValueError), atomic_directory(out) as tmp:
+        (tmp / "part-1.parquet").write_text("y")
+        raise ValueError
+    assert sorted(os.listdir(out)) == ["part-0.parquet"]
+    assert sorted(os.listdir(tmp_path)) == ["shards"]
+
+
+def test_stage_report_counts_and_quarantine_table(tmp_path):
+    report = StageReport("faces")
+    report.count("ok", 3)
+    report.reject("clip_b", "no_face", "no face in 75 frames", "b.flv")
+    report.reject_error("clip_a", QuarantineError("decode_error", "truncated", "a.flv"))
+    path = report.write(tmp_path)
+    data = json.loads(path.read_text())
+    assert data["counts"] == {"ok": 3, "rejected:decode_error": 1, "rejected:no_face": 1}
+    assert data["rejected_by_reason"] == {"decode_error": 1, "no_face": 1}
+    table = pq.read_table(tmp_path / "quarantine.parquet").to_pylist()
+    assert [r["item"] for r in table] == ["clip_a", "clip_b"]
+    assert table[0] == {"item": "clip_a", "reason": "decode_error", "detail": "truncated",
+                        "source": "a.flv"}
+
+
+def test_quarantine_error_names_the_file():
+    error = QuarantineError("no_audio", "no audio stream", "/data/x.flv")
+    assert "/data/x.flv" in str(error) and error.reason == "no_audio"
