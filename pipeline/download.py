@@ -1,0 +1,538 @@
+"""Fetch files over HTTP(S) or from ``file://`` sources: parallel, resumable, verified.
+
+Every file is downloaded to ``<dest>.part`` and renamed onto ``<dest>`` only once its size
+and SHA-256 match what was expected, so nothing unverified ever appears under a final name.
+A ``.part`` file left by a killed run is resumed with an HTTP ``Range`` request. Timeouts,
+5xx answers and dropped connections are retried with exponential backoff; a 4xx answer, a
+checksum mismatch or a Git LFS pointer served instead of the media is a per-file failure
+(:class:`DownloadError`) that is returned, never raised, so the other files go on.
+
+Already-verified files are skipped without re-hashing: :class:`VerifiedState` remembers, per
+file, the ``(size, mtime_ns, inode)`` it had when its SHA-256 was last computed, the way git's
+index and DVC's state database do. A file whose stat still matches is trusted; any other file
+present is hashed once and then remembered.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import ipaddress
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, replace
+from pathlib import Path, PurePosixPath
+
+from tqdm import tqdm
+
+from pipeline.runtime import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+LFS_POINTER_PREFIX = b"version https://git-lfs"
+"""How every Git LFS pointer file starts."""
+LFS_POINTER_MAX_BYTES = 1024
+"""Pointers are ~130 bytes; anything this large or larger is not one."""
+CHUNK_BYTES = 256 * 1024
+PART_SUFFIX = ".part"
+RETRYABLE_HTTP = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+class DownloadError(Exception):
+    """One file could not be fetched or verified; ``reason`` is a short stable code."""
+
+    def __init__(self, reason: str, message: str, url: str = "") -> None:
+        super().__init__(f"{url}: {message}" if url else message)
+        self.reason = reason
+        self.detail = message
+        self.url = url
+
+
+class _Retryable(Exception):
+    """A transient failure (timeout, 5xx, reset): try again after a backoff."""
+
+
+@dataclass(frozen=True)
+class FetchItem:
+    """One file to fetch: where from, where to (relative to the root) and what to expect."""
+
+    url: str
+    """Source URL: https://, http:// to a loopback host, or file://."""
+    dest: str
+    """Destination path relative to the download root (POSIX separators)."""
+    size: int | None = None
+    """Expected size in bytes (None = unknown, taken from the source)."""
+    sha256: str | None = None
+    """Expected SHA-256 hex digest (None = computed from a ``file://`` source)."""
+
+
+@dataclass(frozen=True)
+class FetchOptions:
+    """How to fetch: parallelism, retries and timeouts."""
+
+    workers: int = 8
+    """Parallel downloads."""
+    retries: int = 4
+    """Retries per file on timeouts, 5xx and dropped connections."""
+    timeout_s: float = 30.0
+    """Socket timeout per request in seconds."""
+    backoff_s: float = 1.0
+    """First retry waits this long; each further retry doubles it (capped at 60 s)."""
+    progress: bool = True
+    """Show a tqdm progress bar (bytes, and files in the postfix)."""
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """The outcome of one :class:`FetchItem`."""
+
+    item: FetchItem
+    """What was asked for."""
+    path: Path | None
+    """The verified file, or None when it failed."""
+    sha256: str = ""
+    """SHA-256 of the verified file."""
+    size: int = 0
+    """Size of the verified file in bytes."""
+    skipped: bool = False
+    """True when the file was already present and verified (no transfer)."""
+    resumed_from: int = 0
+    """Bytes of an earlier ``.part`` file that a Range request continued from."""
+    attempts: int = 0
+    """Requests made (0 when skipped)."""
+    error: DownloadError | None = None
+    """Why the file is missing, when it is."""
+
+    @property
+    def ok(self) -> bool:
+        """Return whether the file is present and verified."""
+        return self.error is None
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def _is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_source_url(url: str) -> None:
+    """Raise :class:`DownloadError` unless ``url`` is https, http to loopback, or file."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return
+    if parts.scheme == "http" and _is_loopback(parts.hostname):
+        return
+    if parts.scheme == "file" and parts.netloc in ("", "localhost"):
+        return
+    raise DownloadError(
+        "bad_url", "only https://, file:// and http:// to a loopback host are allowed", url
+    )
+
+
+def safe_destination(root: Path, relative: str) -> Path:
+    """Return ``root / relative``, raising :class:`DownloadError` if it would escape ``root``."""
+    pure = PurePosixPath(relative.replace("\\", "/"))
+    if not relative or pure.is_absolute() or ".." in pure.parts or relative.startswith("~"):
+        raise DownloadError("bad_path", f"path {relative!r} escapes the output directory")
+    path = root.joinpath(*pure.parts)
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise DownloadError("bad_path", f"path {relative!r} escapes the output directory")
+    return path
+
+
+def file_url_path(url: str) -> Path:
+    """Return the local path a ``file://`` URL names."""
+    return Path(urllib.request.url2pathname(urllib.parse.urlsplit(url).path))
+
+
+def is_lfs_pointer(head: bytes) -> bool:
+    """Return whether ``head`` (a file's first bytes) is a Git LFS pointer."""
+    return head.startswith(LFS_POINTER_PREFIX)
+
+
+def lfs_pointer_error(url: str) -> DownloadError:
+    """Return the error for a Git LFS pointer found where media was expected."""
+    return DownloadError(
+        "lfs_pointer",
+        "got a Git LFS pointer file instead of the media: the source serves pointers, not "
+        "content. Fetch the real media (in a clone: `git lfs install && git lfs pull`; over "
+        "HTTP: use the LFS media URL, e.g. https://media.githubusercontent.com/media/<owner>/"
+        "<repo>/<branch>/<path>, as media_base_url)",
+        url,
+    )
+
+
+class _NoInsecureRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow redirects only to sources :func:`check_source_url` accepts."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        check_source_url(newurl)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_NoInsecureRedirects())
+
+
+def open_url(url: str, timeout_s: float, offset: int = 0) -> http.client.HTTPResponse:
+    """Return an open response for ``url`` from byte ``offset`` (a Range request if > 0).
+
+    Raises :class:`DownloadError` for a permanent failure and ``_Retryable`` for a
+    transient one.
+    """
+    request = urllib.request.Request(url, headers={"User-Agent": "voice2face-download/1"})
+    if offset:
+        request.add_header("Range", f"bytes={offset}-")
+    try:
+        return _OPENER.open(request, timeout=timeout_s)
+    except urllib.error.HTTPError as error:
+        error.close()
+        if error.code in RETRYABLE_HTTP:
+            raise _Retryable(f"HTTP {error.code}") from error
+        if error.code == 416:
+            raise  # the caller restarts from byte 0
+        raise DownloadError(f"http_{error.code}", f"HTTP {error.code} {error.reason}", url) \
+            from error
+    except urllib.error.URLError as error:
+        if isinstance(error.reason, DownloadError):
+            raise error.reason from error
+        raise _Retryable(f"connection failed: {error.reason}") from error
+    except (TimeoutError, ConnectionError, http.client.HTTPException) as error:
+        raise _Retryable(f"{type(error).__name__}: {error}") from error
+
+
+def fetch_bytes(url: str, timeout_s: float = 30.0, retries: int = 4,
+                backoff_s: float = 1.0) -> bytes:
+    """Return the whole body of a small file (a CSV, an LFS pointer), retrying transients."""
+    check_source_url(url)
+    if url.startswith("file:"):
+        path = file_url_path(url)
+        if not path.is_file():
+            raise DownloadError("missing_file", "no such file", url)
+        return path.read_bytes()
+    for attempt in range(retries + 1):
+        try:
+            with open_url(url, timeout_s) as response:
+                return response.read()
+        except urllib.error.HTTPError as error:
+            raise DownloadError(f"http_{error.code}", f"HTTP {error.code}", url) from error
+        except (_Retryable, TimeoutError, ConnectionError, http.client.HTTPException) as error:
+            if attempt == retries:
+                raise DownloadError("retries_exhausted", f"gave up after {attempt + 1} "
+                                    f"attempts: {error}", url) from error
+            _sleep_backoff(backoff_s, attempt)
+    raise AssertionError("unreachable")
+
+
+def _sleep_backoff(backoff_s: float, attempt: int) -> None:
+    time.sleep(min(60.0, backoff_s * 2**attempt))
+
+
+# ---------------------------------------------------------------------- verified state
+
+
+def sha256_file(path: Path) -> str:
+    """Return the SHA-256 hex digest of the file at ``path``."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class VerifiedState:
+    """The SHA-256 of files as of their last hashing, keyed by path, trusted while stat matches.
+
+    A record is ``(size, mtime_ns, inode, sha256)``. :meth:`sha256` returns the recorded hash
+    while the file's stat is unchanged and re-hashes (and re-records) it otherwise, so a file
+    rewritten, truncated or replaced since is never trusted. Saved as JSON, atomically.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._records: dict[str, list] = {}
+        self._dirty = False
+        if path.is_file():
+            try:
+                self._records = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as error:
+                log.warning("ignoring unreadable verified-state %s: %s", path, error)
+
+    @staticmethod
+    def _key(path: Path) -> str:
+        return str(path.absolute())
+
+    @staticmethod
+    def _stat(path: Path) -> list[int]:
+        st = path.stat()
+        return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+    def cached_sha256(self, path: Path) -> str | None:
+        """Return the recorded hash of ``path`` if its stat still matches, else None."""
+        with self._lock:
+            record = self._records.get(self._key(path))
+        try:
+            if record and record[:3] == self._stat(path):
+                return record[3]
+        except OSError:
+            return None
+        return None
+
+    def record(self, path: Path, sha256: str) -> None:
+        """Remember that ``path``, as it is now, hashes to ``sha256``."""
+        stat = self._stat(path)
+        with self._lock:
+            self._records[self._key(path)] = [*stat, sha256]
+            self._dirty = True
+
+    def sha256(self, path: Path) -> str:
+        """Return the SHA-256 of ``path``, hashing it only if it changed since last recorded."""
+        cached = self.cached_sha256(path)
+        if cached is not None:
+            return cached
+        digest = sha256_file(path)
+        self.record(path, digest)
+        return digest
+
+    def forget_missing(self, keep: Callable[[str], bool] = lambda key: True) -> None:
+        """Drop records of files that no longer exist (or that ``keep`` rejects)."""
+        with self._lock:
+            stale = [k for k in self._records if not keep(k) or not os.path.exists(k)]
+            for key in stale:
+                del self._records[key]
+            self._dirty = self._dirty or bool(stale)
+
+    def save(self) -> None:
+        """Write the records to disk (atomically) if they changed."""
+        with self._lock:
+            if not self._dirty:
+                return
+            text = json.dumps(self._records, separators=(",", ":"))
+            self._dirty = False
+        atomic_write_text(self.path, text)
+
+
+# ------------------------------------------------------------------------- fetching
+
+
+class Fetcher:
+    """Fetches :class:`FetchItem` lists into one root directory."""
+
+    def __init__(self, root: Path, options: FetchOptions, state: VerifiedState) -> None:
+        self.root = root
+        self.options = options
+        self.state = state
+        self._bar: tqdm | None = None
+        self._bar_lock = threading.Lock()
+
+    def fetch_all(self, items: Iterable[FetchItem]) -> list[FetchResult]:
+        """Return one result per item, in input order; failures are results, not raises."""
+        items = list(items)
+        total = sum(i.size or 0 for i in items)
+        results: list[FetchResult | None] = [None] * len(items)
+        last_save = time.monotonic()
+        with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="download",
+                  disable=not self.options.progress, leave=False) as bar, \
+                ThreadPoolExecutor(max_workers=self.options.workers) as pool:
+            self._bar = bar
+            futures = {pool.submit(self.fetch_one, item): i for i, item in enumerate(items)}
+            done = failed = 0
+            try:
+                for future in as_completed(futures):
+                    result = future.result()
+                    results[futures[future]] = result
+                    done += 1
+                    failed += not result.ok
+                    if result.skipped:
+                        self._advance(result.size)
+                    bar.set_postfix(files=f"{done}/{len(items)}", failed=failed, refresh=False)
+                    if time.monotonic() - last_save > 10:  # a killed run keeps most records
+                        self.state.save()
+                        last_save = time.monotonic()
+            finally:
+                self.state.save()
+                self._bar = None
+        return [r for r in results if r is not None]
+
+    def _advance(self, n: int) -> None:
+        if self._bar is not None and n:
+            with self._bar_lock:
+                self._bar.update(n)
+
+    def fetch_one(self, item: FetchItem) -> FetchResult:
+        """Return the outcome of fetching one item (never raises :class:`DownloadError`)."""
+        try:
+            check_source_url(item.url)
+            dest = safe_destination(self.root, item.dest)
+            item = self._complete_expectations(item)
+            if dest.is_file():
+                if self._verified(dest, item):
+                    return FetchResult(item, dest, item.sha256 or "", dest.stat().st_size,
+                                       skipped=True)
+                dest.unlink()  # present but wrong: never leave it under the final name
+            return self._download(item, dest)
+        except DownloadError as error:
+            if not error.url:
+                error = DownloadError(error.reason, error.detail, item.url)
+            log.warning("failed %s (%s): %s", item.dest, error.reason, error.detail)
+            return FetchResult(item, None, error=error)
+
+    def _complete_expectations(self, item: FetchItem) -> FetchItem:
+        """Return ``item`` with size and SHA-256 filled in from a ``file://`` source."""
+        if item.size is not None and item.sha256 is not None:
+            return item
+        if not item.url.startswith("file:"):
+            raise DownloadError("no_checksum", "an HTTP source needs an expected size and "
+                                "SHA-256", item.url)
+        source = file_url_path(item.url)
+        if not source.is_file():
+            raise DownloadError("missing_file", "no such file", item.url)
+        return replace(item, size=source.stat().st_size, sha256=self.state.sha256(source))
+
+    def _verified(self, path: Path, item: FetchItem) -> bool:
+        if path.stat().st_size != item.size:
+            return False
+        return self.state.sha256(path) == item.sha256
+
+    def _download(self, item: FetchItem, dest: Path) -> FetchResult:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        part = dest.with_name(dest.name + PART_SUFFIX)
+        if item.url.startswith("file:"):
+            part.unlink(missing_ok=True)  # local copies are cheap: never resume them
+        attempts = 0
+        resumed_from = 0
+        restarted = False
+        while True:
+            offset = part.stat().st_size if part.exists() else 0
+            if offset > (item.size or 0):
+                part.unlink()
+                offset = 0
+            if offset < (item.size or 0):
+                if offset and not resumed_from:
+                    resumed_from = offset
+                attempts += 1
+                try:
+                    self._transfer(item, part, offset)
+                except _Retryable as error:
+                    if attempts > self.options.retries:
+                        raise DownloadError(
+                            "retries_exhausted",
+                            f"gave up after {attempts} attempts; last: {error}", item.url,
+                        ) from error
+                    log.info("retrying %s after %s (attempt %d)", item.url, error, attempts)
+                    _sleep_backoff(self.options.backoff_s, attempts - 1)
+                    continue
+            try:
+                digest = self._verify_part(item, part)
+            except DownloadError:
+                part.unlink(missing_ok=True)
+                if resumed_from and not restarted:  # stitched bytes may be from two versions
+                    restarted = True
+                    resumed_from = 0
+                    continue
+                raise
+            os.replace(part, dest)
+            self.state.record(dest, digest)
+            return FetchResult(item, dest, digest, item.size or 0, resumed_from=resumed_from,
+                               attempts=attempts)
+
+    def _verify_part(self, item: FetchItem, part: Path) -> str:
+        """Return the SHA-256 of a complete ``.part`` file that matches ``item``."""
+        size = part.stat().st_size
+        with open(part, "rb") as f:
+            head = f.read(len(LFS_POINTER_PREFIX))
+        if size < LFS_POINTER_MAX_BYTES and is_lfs_pointer(head):
+            raise lfs_pointer_error(item.url)
+        if size != item.size:
+            raise DownloadError("size_mismatch", f"got {size} bytes, expected {item.size}",
+                                item.url)
+        digest = sha256_file(part)
+        if digest != item.sha256:
+            raise DownloadError("checksum_mismatch",
+                                f"SHA-256 {digest} does not match the expected {item.sha256}",
+                                item.url)
+        return digest
+
+    def _transfer(self, item: FetchItem, part: Path, offset: int) -> None:
+        """Append the source's bytes from ``offset`` to ``part``."""
+        if item.url.startswith("file:"):
+            self._copy_file(item, part)
+            return
+        try:
+            response = open_url(item.url, self.options.timeout_s, offset)
+        except urllib.error.HTTPError:  # 416: the .part is not a prefix of this file
+            part.unlink(missing_ok=True)
+            raise _Retryable("HTTP 416 on resume; restarting from byte 0") from None
+        with response:
+            if offset and response.status != 206:
+                offset = 0  # the server ignored Range: start again
+            elif offset and not _content_range_starts_at(response, offset):
+                part.unlink(missing_ok=True)
+                raise _Retryable("Content-Range does not continue the .part file")
+            with open(part, "ab" if offset else "wb") as out:
+                self._copy_stream(response, out, item, offset)
+
+    def _copy_stream(self, response, out, item: FetchItem, offset: int) -> None:
+        received = offset
+        limit = max(item.size or 0, LFS_POINTER_MAX_BYTES)
+        head = b""
+        try:
+            while chunk := response.read(CHUNK_BYTES):
+                head = head or chunk[: len(LFS_POINTER_PREFIX)]
+                out.write(chunk)
+                received += len(chunk)
+                self._advance(len(chunk))
+                if received > limit:  # wrong file: do not fill the disk with it
+                    break
+        except (TimeoutError, ConnectionError, http.client.HTTPException) as error:
+            raise _Retryable(f"{type(error).__name__} after {received} bytes") from error
+        served_pointer = offset == 0 and is_lfs_pointer(head)
+        if received < (item.size or 0) and not served_pointer:  # verification will say so
+            raise _Retryable(f"connection closed after {received} of {item.size} bytes")
+
+    def _copy_file(self, item: FetchItem, part: Path) -> None:
+        source = file_url_path(item.url)
+        try:
+            with open(source, "rb") as src, open(part, "wb") as out:
+                shutil.copyfileobj(src, out, CHUNK_BYTES)
+        except FileNotFoundError as error:
+            raise DownloadError("missing_file", "no such file", item.url) from error
+        self._advance(item.size or 0)
+
+
+def _content_range_starts_at(response: http.client.HTTPResponse, offset: int) -> bool:
+    value = response.headers.get("Content-Range", "")
+    return value.startswith(f"bytes {offset}-")
+
+
+def fetch_all(items: Iterable[FetchItem], root: Path, options: FetchOptions,
+              state: VerifiedState) -> list[FetchResult]:
+    """Return the results of fetching ``items`` into ``root`` (see :class:`Fetcher`)."""
+    return Fetcher(root, options, state).fetch_all(items)
+
+
+def link_or_copy(source: Path, dest: Path) -> None:
+    """Place ``source`` at ``dest`` as a hard link, or a copy across file systems."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.unlink(missing_ok=True)
+    try:
+        os.link(source, dest)
+    except OSError:
+        shutil.copyfile(source, dest)
