@@ -197,6 +197,8 @@ class AudioParams:
     """Silent intervals at least this long are removed (003: 1 s)."""
     silence_threshold_db: float = -35.0
     """A frame is silent when its RMS is this many dB below the clip's loudest frames."""
+    silence_floor_db: float = -60.0
+    """Clips whose loudest 10 ms frame is below this level (dBFS) are quarantined all silent."""
     length_s: float = 3.67
     """Fixed output length; speech is tiled (repeated) or cut to it (003: 3.67 s)."""
     crop: Literal["start", "centre"] = "start"
@@ -207,9 +209,13 @@ class AudioParams:
     """Decode at most this much of any input (CREMA-D has a one-minute clip)."""
     workers: int = 0
     """Parallel worker processes (0 = number of cores)."""
+    shard_mb: int = 128
+    """Target size of the audio Parquet shards in MB."""
 
     def __post_init__(self) -> None:
         _check_range(self.sample_rate, "audio.sample_rate", 4000, 96000)
+        _check_range(self.silence_floor_db, "audio.silence_floor_db", -200.0, 0.0)
+        _check_range(self.shard_mb, "audio.shard_mb", 1, 4096)
         _check_range(self.min_silence_s, "audio.min_silence_s", 0.05, 60.0)
         _check_range(self.silence_threshold_db, "audio.silence_threshold_db", -120.0, 0.0)
         _check_range(self.length_s, "audio.length_s", 0.1, 60.0)
