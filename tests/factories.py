@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import soundfile
 
-from pipeline.schemas import AUDIO, CATALOGUE, FACES, conform
+from pipeline.schemas import AUDIO, CATALOGUE, DATASET, FACES, conform
 
 
 def make_catalogue(tmp_path: Path, rows: Sequence[dict[str, Any]]) -> Path:
@@ -174,3 +174,43 @@ def write_quarantine(path: Path, rejections: dict[str, str]) -> Path:
     })
     pq.write_table(table, path)
     return path
+
+
+def make_dataset_dir(
+    root: Path, clips_per_split: dict[str, int], face_size: int = 8, audio_samples: int = 40,
+    row_group_rows: int = 4, emotions: Sequence[str] = ("ANG", "HAP", "NEU", "SAD"),
+) -> Path:
+    """Write a tiny ``dataset`` stage output (shards + meta.json) under ``root``; return it.
+
+    Row ``k`` of the whole dataset has clip id ``c{k:04d}``, speaker ``s{k // 3}``, a face
+    filled with ``k % 256`` and audio whose first sample is ``k`` (so tests can identify rows).
+    """
+    import json
+
+    from pipeline.shards import ShardWriter
+
+    k = 0
+    splits = {}
+    for split, n in clips_per_split.items():
+        rows = []
+        for _ in range(n):
+            audio = np.zeros(audio_samples, dtype="<i2")
+            audio[0] = k
+            rows.append({
+                "clip_id": f"c{k:04d}", "speaker_id": f"s{k // 3}", "sentence": "IEO",
+                "emotion": emotions[k % len(emotions)], "level": "XX",
+                "sex": ("Male", "Female")[k % 2], "age": 30, "race": None, "ethnicity": None,
+                "emotion_index": k % len(emotions), "split": split,
+                "face": np.full(face_size * face_size, k % 256, np.uint8).tobytes(),
+                "face_size": face_size, "frame_index": 0, "audio": audio.tobytes(),
+                "sample_rate": 8000, "source": f"media/c{k:04d}.flv",
+            })
+            k += 1
+        with ShardWriter(root / split, "part", DATASET, 2**20, row_group_rows) as writer:
+            writer.write(pa.Table.from_pylist(rows))
+        speakers = sorted({r["speaker_id"] for r in rows})
+        splits[split] = {"clips": n, "speakers": speakers}
+    meta = {"emotions": list(emotions), "face_size": face_size, "sample_rate": 8000,
+            "audio_samples": audio_samples, "splits": splits, "split_mode": "clip"}
+    (root / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+    return root

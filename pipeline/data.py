@@ -1,0 +1,288 @@
+"""PyTorch datasets over the ``dataset`` stage's shards, ready for both models.
+
+Every sample is a dict::
+
+    "face"       float32 (1, S, S) in [0, 1]      the grayscale face crop
+    "audio"      float32 (N,) in [-1, 1)          the fixed-length voice (int16 / 32768)
+    "emotion"    int64 ()                         index into meta.json "emotions"
+    "speaker_id" str,  "clip_id" str,  "sex" str  ("" when unknown)
+
+Two ways to read a split:
+
+- :class:`ShardDataset` streams it (an ``IterableDataset``): the unit of work is one Parquet
+  row group; row groups are shuffled per epoch and dealt round-robin to DataLoader workers
+  (and distributed ranks), rows pass through a seeded shuffle buffer. The same seed, epoch
+  and worker count give the same order; every row is read exactly once per epoch.
+- :func:`load_split` reads it whole into tensors (:class:`SplitTensors`, a map-style
+  dataset) for small corpora, such as the embedded demo.
+
+:func:`make_loader` builds a DataLoader over :class:`ShardDataset`; call
+``loader.dataset.set_epoch(epoch)`` before each epoch to reshuffle.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
+
+from pipeline.shards import fixed_size_blobs, list_shards
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+META_JSON = "meta.json"
+SHARD_PREFIX = "part"
+COLUMNS = ("clip_id", "speaker_id", "sex", "emotion_index", "face", "face_size", "audio")
+
+
+def read_meta(dataset_dir: str | Path) -> dict[str, Any]:
+    """Return the dataset's ``meta.json`` (emotions, face_size, sample_rate, splits ...)."""
+    with open(Path(dataset_dir) / META_JSON, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def split_shards(dataset_dir: str | Path, split: str) -> list[Path]:
+    """Return the Parquet shards of ``split`` in ``dataset_dir``, sorted by name."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    return list_shards(Path(dataset_dir) / split, SHARD_PREFIX)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Decoded columns of some rows (one row group, or a whole split)."""
+
+    face: torch.Tensor
+    """float32 ``(B, 1, S, S)`` in [0, 1]."""
+    audio: torch.Tensor
+    """float32 ``(B, N)`` in [-1, 1)."""
+    emotion: torch.Tensor
+    """int64 ``(B,)``."""
+    speaker_id: list[str]
+    """Speaker of each row."""
+    clip_id: list[str]
+    """Clip of each row."""
+    sex: list[str]
+    """Sex of each row (``""`` when unknown)."""
+
+    def __len__(self) -> int:
+        return len(self.clip_id)
+
+    def sample(self, i: int) -> dict[str, Any]:
+        """Return row ``i`` as a sample dict."""
+        return {
+            "face": self.face[i], "audio": self.audio[i], "emotion": self.emotion[i],
+            "speaker_id": self.speaker_id[i], "clip_id": self.clip_id[i], "sex": self.sex[i],
+        }
+
+
+def decode_rows(table: pa.Table) -> Batch:
+    """Return the model-ready tensors of a table of :data:`pipeline.schemas.DATASET` rows."""
+    n = table.num_rows
+    if n == 0:
+        raise ValueError("no rows to decode")
+    sizes = table.column("face_size").to_numpy()
+    size = int(sizes[0])
+    if (sizes != size).any():
+        raise ValueError(f"face sizes differ within the rows: {sorted(set(sizes.tolist()))}")
+    faces = fixed_size_blobs(table.column("face"), np.uint8).reshape(n, 1, size, size)
+    pcm = fixed_size_blobs(table.column("audio"), np.dtype("<i2"))
+    return Batch(
+        face=torch.from_numpy(faces.astype(np.float32) / np.float32(255.0)),
+        audio=torch.from_numpy(pcm.astype(np.float32) / np.float32(32768.0)),
+        emotion=torch.from_numpy(table.column("emotion_index").to_numpy().astype(np.int64)),
+        speaker_id=table.column("speaker_id").to_pylist(),
+        clip_id=table.column("clip_id").to_pylist(),
+        sex=[s or "" for s in table.column("sex").to_pylist()],
+    )
+
+
+class ShardDataset(IterableDataset):
+    """Streams one split's samples from its Parquet shards (see the module docstring).
+
+    Args:
+        dataset_dir: The ``dataset`` stage's output directory.
+        split: ``train``, ``val`` or ``test``.
+        shuffle: Shuffle row groups, rows within them, and through a buffer.
+        seed: Seed of all shuffling; combined with the epoch (:meth:`set_epoch`).
+        buffer_size: Rows held in the shuffle buffer (per worker).
+        rank: This process's rank when training is distributed.
+        world_size: Number of distributed processes (each reads a disjoint share).
+    """
+
+    def __init__(
+        self,
+        dataset_dir: str | Path,
+        split: str,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        buffer_size: int = 2048,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        super().__init__()
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside world_size {world_size}")
+        self.split = split
+        self.shuffle = shuffle
+        self.seed = seed
+        self.buffer_size = max(1, buffer_size)
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+        self.row_groups = _list_row_groups(split_shards(dataset_dir, split))
+        self.num_rows = sum(rows for _, _, rows in self.row_groups)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use ``epoch``'s shuffle order on the next iteration (call before each epoch)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        """Return the number of rows in the split (all ranks together)."""
+        return self.num_rows
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        """Yield this worker's share of the split's samples for the current epoch."""
+        info = get_worker_info()
+        worker, n_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        reader = self.rank * n_workers + worker
+        n_readers = self.world_size * n_workers
+        groups = self._epoch_order()[reader::n_readers]
+        rng = np.random.default_rng([self.seed, self.epoch, reader, n_readers])
+        samples = self._samples(groups, rng)
+        yield from _buffer_shuffle(samples, self.buffer_size, rng) if self.shuffle else samples
+
+    def _epoch_order(self) -> list[tuple[str, int, int]]:
+        if not self.shuffle:
+            return list(self.row_groups)
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.row_groups))
+        return [self.row_groups[i] for i in order]
+
+    def _samples(
+        self, groups: list[tuple[str, int, int]], rng: np.random.Generator
+    ) -> Iterator[dict[str, Any]]:
+        files: dict[str, pq.ParquetFile] = {}
+        try:
+            for path, index, _ in groups:
+                if path not in files:
+                    files[path] = pq.ParquetFile(path)
+                batch = decode_rows(files[path].read_row_group(index, columns=list(COLUMNS)))
+                rows = rng.permutation(len(batch)) if self.shuffle else range(len(batch))
+                for i in rows:
+                    yield batch.sample(int(i))
+        finally:
+            for parquet in files.values():
+                parquet.close()
+
+
+def _list_row_groups(paths: list[Path]) -> list[tuple[str, int, int]]:
+    """Return ``(path, row group index, rows)`` for every row group of ``paths``."""
+    groups = []
+    for path in paths:
+        metadata = pq.read_metadata(path)
+        groups += [(str(path), i, metadata.row_group(i).num_rows)
+                   for i in range(metadata.num_row_groups)]
+    return groups
+
+
+def _buffer_shuffle(
+    samples: Iterator[dict[str, Any]], size: int, rng: np.random.Generator
+) -> Iterator[dict[str, Any]]:
+    """Yield ``samples`` in an order shuffled through a buffer of ``size`` items."""
+    buffer: list[dict[str, Any]] = []
+    for sample in samples:
+        if len(buffer) < size:
+            buffer.append(sample)
+            continue
+        j = int(rng.integers(size))
+        yield buffer[j]
+        buffer[j] = sample
+    for j in rng.permutation(len(buffer)):
+        yield buffer[int(j)]
+
+
+@dataclass(frozen=True)
+class SplitTensors(Dataset):
+    """A whole split in memory, in clip-id order; indexing gives the same dicts as streaming.
+
+    The tensors can also be used directly (``split.face``, ``split.audio``,
+    ``split.emotion``), e.g. to move the whole split to the GPU once.
+    """
+
+    face: torch.Tensor
+    """float32 ``(N, 1, S, S)`` in [0, 1]."""
+    audio: torch.Tensor
+    """float32 ``(N, L)`` in [-1, 1)."""
+    emotion: torch.Tensor
+    """int64 ``(N,)``."""
+    speaker_id: list[str]
+    """Speaker of each row."""
+    clip_id: list[str]
+    """Clip of each row."""
+    sex: list[str]
+    """Sex of each row (``""`` when unknown)."""
+
+    def __len__(self) -> int:
+        return len(self.clip_id)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {
+            "face": self.face[i], "audio": self.audio[i], "emotion": self.emotion[i],
+            "speaker_id": self.speaker_id[i], "clip_id": self.clip_id[i], "sex": self.sex[i],
+        }
+
+
+def load_split(dataset_dir: str | Path, split: str) -> SplitTensors:
+    """Return a whole split read into memory tensors, rows sorted by clip id.
+
+    Memory: ``4 * (S*S + N)`` bytes per row (64 x 64 faces and 3.67 s at 8 kHz: ~130 kB).
+    """
+    paths = split_shards(dataset_dir, split)
+    if not paths:
+        raise FileNotFoundError(f"no shards for split {split!r} in {dataset_dir}")
+    table = pa.concat_tables(pq.read_table(p, columns=list(COLUMNS)) for p in paths)
+    table = table.sort_by("clip_id")
+    batch = decode_rows(table)
+    return SplitTensors(batch.face, batch.audio, batch.emotion,
+                        batch.speaker_id, batch.clip_id, batch.sex)
+
+
+def make_loader(
+    dataset_dir: str | Path,
+    split: str,
+    batch_size: int,
+    *,
+    shuffle: bool = True,
+    seed: int = 0,
+    num_workers: int = 0,
+    buffer_size: int = 2048,
+    drop_last: bool = False,
+    pin_memory: bool = False,
+) -> DataLoader:
+    """Return a DataLoader of collated sample dicts streamed from ``split``'s shards.
+
+    Reshuffle each epoch with ``loader.dataset.set_epoch(epoch)`` (workers are not
+    persistent, so they see the new epoch). Batches hold ``face (B, 1, S, S)``,
+    ``audio (B, N)``, ``emotion (B,)`` and lists of the string fields.
+    """
+    dataset = ShardDataset(dataset_dir, split, shuffle=shuffle, seed=seed,
+                           buffer_size=buffer_size)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        drop_last=drop_last,
+        pin_memory=pin_memory,
+        persistent_workers=False,
+    )
