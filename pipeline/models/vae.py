@@ -1,0 +1,212 @@
+"""The face VAE, optionally conditioned on an emotion code (003 sections 2.2, 3.2, 3.4).
+
+Encoder: strided convs ``(B, 1, S, S) -> (B, C, s, s)``, flattened, a linear layer to the
+``feature_dim`` conv features (the voice encoder's regression target, 003 section 3.3).
+Posterior: ``[features, emotion code] -> (mu, logvar)`` (003 section 3.4: the code is appended
+to the conv features before mu / sigma). Decoder: linear to ``(B, C, s, s)`` and transposed
+convs mirroring the encoder back to ``(B, 1, S, S)``, sigmoid to [0, 1].
+
+Every shape comes from :class:`VaeConfig`: the encoder's spatial sizes are computed, and
+the decoder's ``output_padding`` makes each transposed conv hit the encoder's size exactly,
+so 64x64 (003) and 150x150 (000) inputs both work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.runtime import atomic_path
+
+_KERNEL, _STRIDE, _PAD = 4, 2, 1
+
+
+@dataclass(frozen=True)
+class VaeConfig:
+    """Architecture of a :class:`FaceVAE`; saved with the weights."""
+
+    image_size: int = 64
+    """Side S of the square grayscale input (003: 64; 000: 150)."""
+    feature_dim: int = 256
+    """Width of the encoder's conv features (003: 256, the voice encoder's output)."""
+    latent_dim: int = 256
+    """Size of z."""
+    code_dim: int = 8
+    """Width of the emotion code (003: 8); ignored when not conditional."""
+    conditional: bool = True
+    """Append the emotion code to the features before mu / log-variance."""
+    channels: tuple[int, ...] = (32, 64, 128, 256)
+    """Output channels of the strided encoder convs (the decoder mirrors them)."""
+
+    def __post_init__(self) -> None:
+        if not self.channels:
+            raise ValueError("VaeConfig.channels must not be empty")
+        if encoder_sizes(self.image_size, len(self.channels))[-1] < 1:
+            raise ValueError(
+                f"image_size {self.image_size} is too small for {len(self.channels)} "
+                "stride-2 convs"
+            )
+
+    @property
+    def posterior_in(self) -> int:
+        """Width of the posterior's input: features plus code when conditional."""
+        return self.feature_dim + (self.code_dim if self.conditional else 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the config as plain data (loadable with ``weights_only=True``)."""
+        data = dataclasses.asdict(self)
+        data["channels"] = list(self.channels)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> VaeConfig:
+        """Return the config saved by :meth:`to_dict`."""
+        return cls(**{**data, "channels": tuple(data["channels"])})
+
+
+def encoder_sizes(image_size: int, n_layers: int) -> list[int]:
+    """Return the spatial side after 0..n stride-2 convs, e.g. 150 -> [150, 75, 37, 18, 9]."""
+    sizes = [image_size]
+    for _ in range(n_layers):
+        sizes.append((sizes[-1] + 2 * _PAD - _KERNEL) // _STRIDE + 1)
+    return sizes
+
+
+class FaceVAE(nn.Module):
+    """Convolutional VAE for grayscale faces ``(B, 1, S, S)`` (003 section 3.2)."""
+
+    def __init__(self, config: VaeConfig) -> None:
+        super().__init__()
+        self.config = config
+        sizes = encoder_sizes(config.image_size, len(config.channels))
+        widths = (1, *config.channels)
+        self._bottom = (config.channels[-1], sizes[-1], sizes[-1])
+        flat = config.channels[-1] * sizes[-1] ** 2
+
+        convs: list[nn.Module] = []
+        for c_in, c_out in itertools.pairwise(widths):
+            convs += [nn.Conv2d(c_in, c_out, _KERNEL, _STRIDE, _PAD), nn.LeakyReLU(0.2)]
+        self.encoder = nn.Sequential(*convs, nn.Flatten(), nn.Linear(flat, config.feature_dim),
+                                     nn.LeakyReLU(0.2))
+        # 003 section 3.4: mu and sigma are computed from [conv features, emotion code].
+        self.to_mu = nn.Linear(config.posterior_in, config.latent_dim)
+        self.to_logvar = nn.Linear(config.posterior_in, config.latent_dim)
+
+        self.from_latent = nn.Linear(config.latent_dim, flat)
+        deconvs: list[nn.Module] = []
+        reversed_widths = widths[::-1]  # (C_last, ..., 32, 1)
+        for i, (c_in, c_out) in enumerate(itertools.pairwise(reversed_widths)):
+            n_in, target = sizes[-1 - i], sizes[-2 - i]
+            # (n-1)*stride - 2*pad + kernel = 2n; output_padding adds the odd pixel back
+            padding = target - ((n_in - 1) * _STRIDE - 2 * _PAD + _KERNEL)
+            deconvs.append(nn.ConvTranspose2d(c_in, c_out, _KERNEL, _STRIDE, _PAD, padding))
+            if c_out != 1:
+                deconvs.append(nn.LeakyReLU(0.2))
+        self.decoder = nn.Sequential(*deconvs)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the encoder's conv features ``(B, feature_dim)`` of faces ``(B, 1, S, S)``."""
+        return self.encoder(x)
+
+    def posterior(
+        self, h: torch.Tensor, code: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(mu, logvar)``, each ``(B, latent_dim)``, of features ``h`` and ``code``.
+
+        ``code`` ``(B, code_dim)`` is required when the model is conditional, else ignored.
+        """
+        if self.config.conditional:
+            if code is None:
+                raise ValueError("a conditional FaceVAE needs an emotion code")
+            h = torch.cat([h, code.to(h.dtype)], dim=1)  # 003 section 3.4
+        return self.to_mu(h), self.to_logvar(h)
+
+    @staticmethod
+    def reparameterise(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        """Return a sample ``z = mu + eps * sigma``, ``eps ~ N(0, I)`` (003 eq. 1-2)."""
+        return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Return faces ``(B, 1, S, S)`` in [0, 1] decoded from latents ``(B, latent_dim)``."""
+        h = self.from_latent(z).view(z.shape[0], *self._bottom)
+        return torch.sigmoid(self.decoder(F.leaky_relu(h, 0.2)))
+
+    def forward(
+        self, x: torch.Tensor, code: torch.Tensor | None = None, sample: bool | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Return ``recon``, ``mu``, ``logvar``, ``z`` and ``features`` of faces ``x``.
+
+        ``z`` is sampled when ``sample`` (default: in training mode) and is ``mu`` otherwise,
+        so evaluation and image grids are deterministic.
+        """
+        h = self.features(x)
+        mu, logvar = self.posterior(h, code)
+        sample = self.training if sample is None else sample
+        z = self.reparameterise(mu, logvar) if sample else mu
+        return {"recon": self.decode(z), "mu": mu, "logvar": logvar, "z": z, "features": h}
+
+
+def vae_loss(
+    out: Mapping[str, torch.Tensor], x: torch.Tensor, beta: float
+) -> dict[str, torch.Tensor]:
+    """Return ``{"loss", "recon", "kl", "mse"}`` of a :meth:`FaceVAE.forward` output.
+
+    003 eq. 3 with the log-likelihood replaced by the squared error (003 section 2.2):
+    ``recon`` is the squared error *summed over pixels*, averaged over the batch (a Gaussian
+    likelihood up to constants, so that ``beta = 1`` is the plain VAE whatever the image
+    size); ``kl`` is KL(q(z|x) || N(0, I)) summed over latent dims, averaged over the batch;
+    ``loss = recon + beta * kl`` (beta-VAE, 000 section 5). ``mse`` is the per-pixel mean
+    squared error, reported for comparison with baselines (not optimised directly).
+    """
+    recon, mu, logvar = out["recon"], out["mu"], out["logvar"]
+    squared = (recon - x).pow(2).flatten(1)
+    kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(dim=1)
+    recon_term = squared.sum(dim=1).mean()
+    kl_term = kl.mean()
+    return {
+        "loss": recon_term + beta * kl_term,
+        "recon": recon_term,
+        "kl": kl_term,
+        "mse": squared.mean().detach(),
+    }
+
+
+def save_model(path: str | Path, model: FaceVAE, provenance: Mapping[str, Any]) -> Path:
+    """Write the model's config, weights and ``provenance`` to ``path`` atomically.
+
+    ``provenance`` must be plain data (dicts, lists, str, numbers), so the file loads with
+    ``torch.load(weights_only=True)``.
+    """
+    payload = {
+        "kind": "FaceVAE",
+        "config": model.config.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "provenance": dict(provenance),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return Path(path)
+
+
+def load_model_file(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Return the raw payload of a model file (config, state_dict, provenance)."""
+    payload = torch.load(path, map_location=map_location, weights_only=True)
+    if payload.get("kind") != "FaceVAE":
+        raise ValueError(f"{path}: not a FaceVAE model file (kind={payload.get('kind')!r})")
+    return payload
+
+
+def load_vae(path: str | Path, map_location: str | torch.device = "cpu") -> FaceVAE:
+    """Return the :class:`FaceVAE` saved by :func:`save_model`, in eval mode."""
+    payload = load_model_file(path, map_location)
+    model = FaceVAE(VaeConfig.from_dict(payload["config"]))
+    model.load_state_dict(payload["state_dict"])
+    return model.to(map_location).eval()
