@@ -164,16 +164,25 @@ class FacesParams:
     """Run the HOG detector on every N-th frame and track the box in between."""
     detect_scale: float = 0.5
     """Downscale factor of the frames the detector sees."""
+    max_detect_scale: float = 2.0
+    """Until a face is found, also try doubling scales up to this (finds small faces)."""
     min_face_px: int = 40
     """Faces narrower than this (in source pixels) are quarantined as too small."""
     multiple_faces: Literal["largest", "quarantine"] = "largest"
     """When several faces are found: keep the largest (recorded), or reject the clip."""
+    reference: Literal["auto", "clip_least_expressive", "global_mean"] = "auto"
+    """Neutral shape for expression scores: ``auto`` = the speaker's NEU clips when the
+    dataset has them, else the clip's least-expressive frames; or force one of the others."""
+    margin: float = 0.05
+    """Border around the face contour's box in the crop, as a share of the box side."""
     max_frames: int = 900
     """Cap of frames read per clip (30 s at 30 fps), so a long clip cannot blow up time."""
     workers: int = 0
     """Parallel worker processes (0 = number of cores)."""
     sheet_samples: int = 48
     """Faces shown on the contact sheet."""
+    shard_mb: int = 128
+    """Target size of an output Parquet shard in MB."""
 
     def __post_init__(self) -> None:
         _check_range(self.size, "faces.size", 16, 512)
@@ -181,6 +190,9 @@ class FacesParams:
         _check_range(self.max_yaw_deg, "faces.max_yaw_deg", 0.0, 90.0)
         _check_range(self.detect_every, "faces.detect_every", 1, 1000)
         _check_range(self.detect_scale, "faces.detect_scale", 0.1, 2.0)
+        _check_range(self.max_detect_scale, "faces.max_detect_scale", self.detect_scale, 4.0)
+        _check_range(self.margin, "faces.margin", 0.0, 1.0)
+        _check_range(self.shard_mb, "faces.shard_mb", 1, 4096)
         _check_range(self.min_face_px, "faces.min_face_px", 1, 4096)
         _check_range(self.max_frames, "faces.max_frames", 1, 1_000_000)
         _check_range(self.workers, "faces.workers", 0, 256)

@@ -1,0 +1,368 @@
+"""The ``faces`` stage: per clip, choose one frame with dlib and write its face crop.
+
+Two passes over the clips, each parallel over clips, keep memory flat in the number and the
+length of clips:
+
+1. :func:`pipeline.landmarks.track_face` streams each video once and yields 68 landmarks per
+   frame; the track is spilled to a small ``.npy`` file and only a per-clip sum of canonical
+   shapes comes back, from which the main process forms the neutral references (the
+   speaker's NEU clips' mean shape; a global mean shape).
+2. Each clip's frames are scored (:mod:`pipeline.face_scores`) against its reference, one
+   frame is chosen (:func:`select_frame`), re-decoded and cropped (:mod:`pipeline.face_crop`).
+
+Rows come back in catalogue order sorted by clip id, so the shards are the same bytes
+whatever the worker count.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import shutil
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from pipeline.config import FacesParams, to_dict
+from pipeline.face_crop import crop_face
+from pipeline.face_scores import (
+    canonical_shapes,
+    expression_scores,
+    eye_openness,
+    head_pose,
+    least_expressive_reference,
+)
+from pipeline.images import image_grid, save_png
+from pipeline.landmarks import track_face
+from pipeline.runtime import (
+    QuarantineError,
+    Rejection,
+    StageReport,
+    atomic_directory,
+    default_workers,
+    git_revision,
+)
+from pipeline.schemas import FACES
+from pipeline.shards import ShardWriter
+from pipeline.video import read_gray_frame
+
+log = logging.getLogger(__name__)
+
+NEUTRAL = "NEU"
+LEAST_EXPRESSIVE_SHARE = 0.2
+"""Share of a clip's frames (closest to the global mean shape) that form its own reference."""
+BLINK_RATIO = 0.6
+"""Frames whose eye openness is below this share of the clip's median are blinks: skipped."""
+ROW_GROUP_ROWS = 256
+CONTACT_SHEET = "contact_sheet.png"
+SHEET_TILE_PX = 192  # captions need ~32 characters of width
+
+
+@dataclass(frozen=True)
+class ClipJob:
+    """One clip to process: identity, labels the selection needs, and its video file."""
+
+    clip_id: str
+    speaker_id: str
+    emotion: str | None
+    video: str
+    """Absolute path of the video."""
+    track_file: str
+    """Where pass 1 spills the landmark track."""
+
+    @property
+    def neutral(self) -> bool:
+        """Return whether the clip is labelled neutral."""
+        return self.emotion == NEUTRAL
+
+
+@dataclass(frozen=True)
+class TrackSummary:
+    """What pass 1 returns per clip: enough to form references, nothing per frame."""
+
+    clip_id: str
+    n_frames: int
+    n_faces: int
+    shape_sum: np.ndarray
+    """Sum of the canonical shapes of the clip's frontal-enough frames, ``(68,)`` complex."""
+    n_shapes: int
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The neutral shape a clip's expression is measured against."""
+
+    kind: str
+    """``speaker_neutral``, ``clip_least_expressive`` or ``global_mean``."""
+    shape: np.ndarray
+    """``(68,)`` complex canonical shape (for ``clip_least_expressive``: the prior)."""
+
+
+def frame_scores(landmarks: np.ndarray, reference: Reference, max_yaw_deg: float) -> dict:
+    """Return per-frame ``yaw``/``pitch``/``roll``/``frontality``/``expression`` arrays.
+
+    Also returns the resolved ``reference_shape``. Frames without landmarks score NaN.
+    """
+    scores = head_pose(landmarks)
+    scores["eye_openness"] = eye_openness(landmarks)
+    valid = ~np.isnan(scores["frontality"])
+    shapes = np.full(landmarks.shape[:2], np.nan + 0j)
+    shapes[valid] = canonical_shapes(landmarks[valid])
+    shape = reference.shape
+    if reference.kind == "clip_least_expressive":
+        pool = valid & (np.abs(scores["yaw"]) <= max_yaw_deg)
+        pool = pool if pool.any() else valid
+        shape = least_expressive_reference(shapes[pool], shape, LEAST_EXPRESSIVE_SHARE)
+    scores["expression"] = np.full(len(landmarks), np.nan)
+    scores["expression"][valid] = expression_scores(shapes[valid], shape)
+    scores["reference_shape"] = shape
+    return scores
+
+
+def _normalised(values: np.ndarray) -> np.ndarray:
+    low, high = np.nanmin(values), np.nanmax(values)
+    return (values - low) / (high - low) if high > low else np.zeros_like(values)
+
+
+def select_frame(scores: dict, mode: str, neutral: bool, params: FacesParams) -> int:
+    """Return the index of the chosen frame from :func:`frame_scores` output.
+
+    ``frontal`` (000): the most frontal frame. ``peak_emotion`` (003): among frames turned
+    less than ``max_yaw_deg`` (all valid frames when none is), the most expressive one; for
+    a neutral clip the frame best in frontality minus expression (both min-max scaled).
+    ``combined``: ``w * expression + (1 - w) * frontality`` (scaled; expression negated
+    for neutral clips) over the same candidates. Blinks never count as candidates (unless
+    every frame is one). Ties go to the earliest frame.
+    """
+    frontality, expression = scores["frontality"], scores["expression"]
+    valid = ~np.isnan(frontality)
+    if not valid.any():
+        raise QuarantineError("no_face", "no frame with landmarks")
+    openness = scores["eye_openness"]
+    eyes_open = valid & (openness >= BLINK_RATIO * np.nanmedian(openness[valid]))
+    valid = eyes_open if eyes_open.any() else valid
+    if mode == "frontal":
+        return int(np.argmax(np.where(valid, frontality, -np.inf)))
+    candidates = valid & (np.abs(scores["yaw"]) <= params.max_yaw_deg)
+    candidates = candidates if candidates.any() else valid
+    front = _normalised(np.where(candidates, frontality, np.nan))
+    expr = _normalised(np.where(candidates, expression, np.nan))
+    sign = -1.0 if neutral else 1.0
+    if mode == "peak_emotion":
+        score = front - expr if neutral else expr
+    else:
+        weight = params.expression_weight
+        score = weight * sign * expr + (1.0 - weight) * front
+    return int(np.argmax(np.where(candidates, score, -np.inf)))
+
+
+def track_clip(job: ClipJob, params: FacesParams) -> TrackSummary:
+    """Return pass 1's :class:`TrackSummary` of ``job``; spill its track to ``job.track_file``.
+
+    Raises :class:`QuarantineError` for ``no_face``, ``face_too_small``, ``multiple_faces``
+    (when ``faces.multiple_faces`` is ``quarantine``) and the decoding reasons.
+    """
+    track = track_face(job.video, params)
+    if track.max_face_width == 0:
+        raise QuarantineError("no_face", f"no face in {track.n_frames} frames", job.video)
+    if track.max_face_width < params.min_face_px:
+        raise QuarantineError(
+            "face_too_small",
+            f"widest face {track.max_face_width} px < faces.min_face_px={params.min_face_px}",
+            job.video,
+        )
+    if track.n_faces > 1 and params.multiple_faces == "quarantine":
+        raise QuarantineError("multiple_faces", f"{track.n_faces} faces in a frame", job.video)
+    np.save(job.track_file, track.landmarks)
+    pose = head_pose(track.landmarks)
+    frontal = ~np.isnan(pose["yaw"]) & (np.abs(pose["yaw"]) <= params.max_yaw_deg)
+    shapes = canonical_shapes(track.landmarks[frontal])
+    return TrackSummary(job.clip_id, track.n_frames, track.n_faces, shapes.sum(axis=0),
+                        int(frontal.sum()))
+
+
+def select_clip(job: ClipJob, reference: Reference, n_faces: int,
+                params: FacesParams) -> dict[str, Any]:
+    """Return the :data:`~pipeline.schemas.FACES` row of ``job`` (pass 2)."""
+    landmarks = np.load(job.track_file)
+    Path(job.track_file).unlink()
+    scores = frame_scores(landmarks, reference, params.max_yaw_deg)
+    index = select_frame(scores, params.mode, job.neutral, params)
+    points = landmarks[index]
+    face = crop_face(read_gray_frame(job.video, index), points, params.size, params.margin)
+    low, high = points.min(axis=0), points.max(axis=0)
+    return {
+        "clip_id": job.clip_id,
+        "frame_index": index,
+        "n_frames": len(landmarks),
+        "face": face.tobytes(),
+        "size": params.size,
+        "landmarks": points.reshape(-1).tolist(),
+        "bbox": [int(np.floor(low[0])), int(np.floor(low[1])),
+                 int(np.ceil(high[0])), int(np.ceil(high[1]))],
+        **{k: float(scores[k][index]) for k in ("yaw", "pitch", "roll", "frontality",
+                                                  "expression")},
+        "reference": reference.kind,
+        "n_faces": n_faces,
+    }
+
+
+def _guarded(function: Callable, job: ClipJob, *args: Any) -> Any:
+    """Run ``function(job, *args)``; return a :class:`Rejection` instead of raising one.
+
+    QuarantineError does not survive pickling back from a worker, so it travels as data.
+    """
+    try:
+        return function(job, *args)
+    except QuarantineError as error:
+        return Rejection(job.clip_id, error.reason, error.detail, error.source or job.video)
+
+
+def _track_task(job: ClipJob, params: FacesParams) -> TrackSummary | Rejection:
+    return _guarded(track_clip, job, params)
+
+
+def _select_task(task: tuple[ClipJob, Reference, int], params: FacesParams) -> Any:
+    job, reference, n_faces = task
+    return _guarded(select_clip, job, reference, n_faces, params)
+
+
+def _parallel_map(function: Callable, items: Iterable, n_items: int, workers: int,
+                  desc: str) -> Iterator:
+    """Yield ``function(item)`` in input order, from a process pool when ``workers > 1``."""
+    if workers <= 1:
+        yield from tqdm(map(function, items), total=n_items, desc=desc, unit="clip")
+        return
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        yield from tqdm(pool.imap(function, items, chunksize=1), total=n_items, desc=desc,
+                        unit="clip")
+
+
+def read_jobs(catalogue: str | Path, spill_dir: Path,
+              report: StageReport) -> list[ClipJob]:
+    """Return the catalogue's clips with a video, sorted by clip id; quarantine the rest."""
+    catalogue = Path(catalogue)
+    table = pq.read_table(catalogue, columns=["clip_id", "speaker_id", "emotion", "video_path"])
+    jobs = []
+    for i, row in enumerate(sorted(table.to_pylist(), key=lambda r: r["clip_id"])):
+        if row["video_path"] is None:
+            report.reject(row["clip_id"], "no_video", "audio-only clip (no video_path)")
+            continue
+        jobs.append(ClipJob(row["clip_id"], row["speaker_id"], row["emotion"],
+                            str(catalogue.parent / row["video_path"]),
+                            str(spill_dir / f"{i:07d}.npy")))
+    return jobs
+
+
+def _references(jobs: list[ClipJob], summaries: dict[str, TrackSummary],
+                params: FacesParams) -> dict[str, Reference]:
+    """Return each tracked clip's :class:`Reference` (sums in catalogue order: deterministic)."""
+    speaker_sum: dict[str, tuple[np.ndarray, int]] = {}
+    total, count = np.zeros(68, complex), 0
+    for job in jobs:
+        summary = summaries.get(job.clip_id)
+        if summary is None or summary.n_shapes == 0:
+            continue
+        total, count = total + summary.shape_sum, count + summary.n_shapes
+        if job.neutral:
+            s, n = speaker_sum.get(job.speaker_id, (np.zeros(68, complex), 0))
+            speaker_sum[job.speaker_id] = (s + summary.shape_sum, n + summary.n_shapes)
+    global_mean = total / max(count, 1)
+    references = {}
+    for job in jobs:
+        if job.clip_id not in summaries:
+            continue
+        if params.reference == "auto" and job.speaker_id in speaker_sum:
+            s, n = speaker_sum[job.speaker_id]
+            references[job.clip_id] = Reference("speaker_neutral", s / n)
+        elif params.reference == "global_mean":
+            references[job.clip_id] = Reference("global_mean", global_mean)
+        else:
+            references[job.clip_id] = Reference("clip_least_expressive", global_mean)
+    return references
+
+
+def _contact_sheet(rows: list[dict[str, Any]], size: int, path: Path) -> None:
+    if not rows:
+        return
+    tiles = [np.frombuffer(r["face"], np.uint8).reshape(size, size) for r in rows]
+    labels = [f"#{r['frame_index']} e{r['expression']:.2f} f{r['frontality']:.2f} "
+              f"{r['clip_id']}" for r in rows]
+    scale = max(1, round(SHEET_TILE_PX / size))
+    ncols = min(8, len(tiles))
+    save_png(image_grid(tiles, ncols=ncols, labels=labels, scale=scale), path)
+
+
+def run_faces(catalogue: str | Path, out_dir: str | Path, params: FacesParams) -> StageReport:
+    """Run the faces stage; return its :class:`StageReport` (also written to ``out_dir``).
+
+    Writes ``faces-NNNNN.parquet`` (:data:`~pipeline.schemas.FACES`, sorted by clip id),
+    ``contact_sheet.png``, ``report.json`` and ``quarantine.parquet`` into ``out_dir``,
+    which is replaced atomically.
+    """
+    report = StageReport("faces")
+    workers = default_workers(params.workers)
+    with atomic_directory(out_dir) as tmp:
+        spill = tmp / ".tracks"
+        spill.mkdir()
+        jobs = read_jobs(catalogue, spill, report)
+        report.count("clips", len(jobs) + report.n_rejected)
+        summaries = _track_all(jobs, params, workers, report)
+        references = _references(jobs, summaries, params)
+        tasks = [(j, references[j.clip_id], summaries[j.clip_id].n_faces)
+                 for j in jobs if j.clip_id in references]
+        with ShardWriter(tmp, "faces", FACES, params.shard_mb * 2**20, ROW_GROUP_ROWS) as writer:
+            sheet_rows = _select_all(tasks, params, workers, writer, report)
+        shutil.rmtree(spill)
+        _contact_sheet(sheet_rows, params.size, tmp / CONTACT_SHEET)
+        report.info.update({"params": to_dict(params), "workers": workers,
+                            "shards": len(writer.paths), "code_version": git_revision()})
+        report.write(tmp)
+    return report
+
+
+def _track_all(jobs: list[ClipJob], params: FacesParams, workers: int,
+               report: StageReport) -> dict[str, TrackSummary]:
+    """Run pass 1; return the summaries of the clips that have a usable face track."""
+    summaries: dict[str, TrackSummary] = {}
+    track = partial(_track_task, params=params)
+    for result in _parallel_map(track, jobs, len(jobs), workers, "landmarks"):
+        if isinstance(result, Rejection):
+            report.reject(result.item, result.reason, result.detail, result.source)
+        else:
+            summaries[result.clip_id] = result
+            report.count("frames", result.n_frames)
+    return summaries
+
+
+def _select_all(tasks: list[tuple[ClipJob, Reference, int]], params: FacesParams, workers: int,
+                writer: ShardWriter, report: StageReport) -> list[dict[str, Any]]:
+    """Run pass 2, writing rows in task order; return the rows sampled for the contact sheet."""
+    n_sample = min(params.sheet_samples, len(tasks))
+    sample = set(np.linspace(0, len(tasks) - 1, n_sample).round().astype(int).tolist())
+    sheet_rows, batch = [], []
+    select = partial(_select_task, params=params)
+    for i, result in enumerate(_parallel_map(select, tasks, len(tasks), workers, "faces")):
+        if isinstance(result, Rejection):
+            report.reject(result.item, result.reason, result.detail, result.source)
+            continue
+        report.count("selected")
+        report.count(f"reference:{result['reference']}")
+        if result["n_faces"] > 1:
+            report.count("multiple_faces_kept")
+        batch.append(result)
+        if len(batch) == ROW_GROUP_ROWS:
+            writer.write(pa.Table.from_pylist(batch, schema=FACES))
+            batch = []
+        if i in sample:
+            sheet_rows.append(result)
+    if batch:
+        writer.write(pa.Table.from_pylist(batch, schema=FACES))
+    return sheet_rows
