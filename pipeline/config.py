@@ -132,6 +132,8 @@ class DownloadParams:
     """Retries per file on timeouts, 5xx and dropped connections."""
     timeout_s: float = 30.0
     """Socket timeout per request in seconds."""
+    backoff_s: float = 1.0
+    """First retry waits this long; each further retry of a file doubles it (max 60 s)."""
     demo: DemoCorpusParams = field(default_factory=DemoCorpusParams)
     """Settings of the embedded corpus."""
     crema_d: CremaDParams = field(default_factory=CremaDParams)
@@ -143,6 +145,7 @@ class DownloadParams:
         _check_range(self.workers, "download.workers", 1, 64)
         _check_range(self.retries, "download.retries", 0, 20)
         _check(self.timeout_s > 0, "download.timeout_s", "must be > 0")
+        _check_range(self.backoff_s, "download.backoff_s", 0.0, 60.0)
         if self.dataset == "folder":
             _check(bool(self.folder.videos_dir), "download.folder.videos_dir", "required")
             _check(bool(self.folder.labels_csv), "download.folder.labels_csv", "required")

@@ -486,7 +486,8 @@ class Fetcher:
             elif offset and not _content_range_starts_at(response, offset):
                 part.unlink(missing_ok=True)
                 raise _Retryable("Content-Range does not continue the .part file")
-            with open(part, "ab" if offset else "wb") as out:
+            # unbuffered: a killed run leaves on disk every byte it received
+            with open(part, "ab" if offset else "wb", buffering=0) as out:
                 self._copy_stream(response, out, item, offset)
 
     def _copy_stream(self, response, out, item: FetchItem, offset: int) -> None:
@@ -494,7 +495,7 @@ class Fetcher:
         limit = max(item.size or 0, LFS_POINTER_MAX_BYTES)
         head = b""
         try:
-            while chunk := response.read(CHUNK_BYTES):
+            while chunk := response.read1(CHUNK_BYTES):  # what has arrived, not 256 KB
                 head = head or chunk[: len(LFS_POINTER_PREFIX)]
                 out.write(chunk)
                 received += len(chunk)

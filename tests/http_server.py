@@ -8,7 +8,8 @@ header, so tests can assert that a resume really asked for the missing bytes onl
 Faults: ``500``, ``404``, ``drop`` (headers with the full length, half the body, then the
 connection is closed), ``wrong`` (same length, other bytes), ``pointer`` (a Git LFS pointer
 instead of the media), ``slow`` (answer after ``slow_s``, longer than the client's timeout).
-``throttle_bps`` trickles every body (for killing a client mid-download).
+``throttle_bps`` trickles the bodies of paths under ``throttle_prefix`` (for killing a client
+mid-download).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class FaultServer(ThreadingHTTPServer):
         self.requests: list[Request] = []
         self.slow_s = 2.0
         self.throttle_bps = 0
+        self.throttle_prefix = "/"
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
 
@@ -137,16 +139,16 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             self.close_connection = True
             return
-        self._write(body)
+        self._write(body, throttle=path.startswith(self.server.throttle_prefix))
 
     def _send_status(self, code: int) -> None:
         self.send_response(code)
         self.send_header("Content-Length", "0")
         self.end_headers()
 
-    def _write(self, body: bytes) -> None:
+    def _write(self, body: bytes, throttle: bool) -> None:
         rate = self.server.throttle_bps
-        if not rate:
+        if not rate or not throttle:
             self.wfile.write(body)
             return
         step = max(1, rate // 20)
