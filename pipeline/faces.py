@@ -49,7 +49,7 @@ from pipeline.runtime import (
     default_workers,
     git_revision,
 )
-from pipeline.schemas import FACES
+from pipeline.schemas import FACES, conform
 from pipeline.shards import ShardWriter
 from pipeline.video import read_gray_frame
 
@@ -63,6 +63,19 @@ BLINK_RATIO = 0.6
 ROW_GROUP_ROWS = 256
 CONTACT_SHEET = "contact_sheet.png"
 SHEET_TILE_PX = 192  # captions need ~32 characters of width
+
+
+FRAME_SCORES = pa.schema(
+    [
+        pa.field("clip_id", pa.string(), nullable=False),
+        pa.field("frame_index", pa.int32(), nullable=False),
+        *(pa.field(name, pa.float32()) for name in
+          ("yaw", "pitch", "roll", "frontality", "expression", "eye_openness")),
+        pa.field("chosen", pa.bool_(), nullable=False),
+    ],
+    metadata={"doc": "Every frame's scores (NaN: no landmarks), as frame selection saw them."},
+)
+"""Side output ``frame_scores-NNNNN.parquet``: traces each choice back to the frame curves."""
 
 
 @dataclass(frozen=True)
@@ -189,8 +202,11 @@ def track_clip(job: ClipJob, params: FacesParams) -> TrackSummary:
 
 
 def select_clip(job: ClipJob, reference: Reference, n_faces: int,
-                params: FacesParams) -> dict[str, Any]:
-    """Return the :data:`~pipeline.schemas.FACES` row of ``job`` (pass 2)."""
+                params: FacesParams) -> tuple[dict[str, Any], pa.Table]:
+    """Return the :data:`~pipeline.schemas.FACES` row of ``job`` and its per-frame scores.
+
+    The scores table (:data:`FRAME_SCORES`) holds every frame's scores as selection saw them.
+    """
     landmarks = np.load(job.track_file)
     Path(job.track_file).unlink()
     scores = frame_scores(landmarks, reference, params.max_yaw_deg)
@@ -198,6 +214,11 @@ def select_clip(job: ClipJob, reference: Reference, n_faces: int,
     points = landmarks[index]
     face = crop_face(read_gray_frame(job.video, index), points, params.size, params.margin)
     low, high = points.min(axis=0), points.max(axis=0)
+    curves = pa.table(
+        {"clip_id": [job.clip_id] * len(landmarks), "frame_index": np.arange(len(landmarks)),
+         **{name: scores[name] for name in FRAME_SCORES.names[2:8]},
+         "chosen": np.arange(len(landmarks)) == index},
+    )
     return {
         "clip_id": job.clip_id,
         "frame_index": index,
@@ -211,7 +232,7 @@ def select_clip(job: ClipJob, reference: Reference, n_faces: int,
                                                   "expression")},
         "reference": reference.kind,
         "n_faces": n_faces,
-    }
+    }, conform(curves, FRAME_SCORES)
 
 
 def _guarded(function: Callable, job: ClipJob, *args: Any) -> Any:
@@ -318,8 +339,11 @@ def run_faces(catalogue: str | Path, out_dir: str | Path, params: FacesParams) -
         references = _references(jobs, summaries, params)
         tasks = [(j, references[j.clip_id], summaries[j.clip_id].n_faces)
                  for j in jobs if j.clip_id in references]
-        with ShardWriter(tmp, "faces", FACES, params.shard_mb * 2**20, ROW_GROUP_ROWS) as writer:
-            sheet_rows = _select_all(tasks, params, workers, writer, report)
+        target = params.shard_mb * 2**20
+        with (ShardWriter(tmp, "faces", FACES, target, ROW_GROUP_ROWS) as writer,
+              ShardWriter(tmp, "frame_scores", FRAME_SCORES, target, 64 * ROW_GROUP_ROWS)
+              as curves):
+            sheet_rows = _select_all(tasks, params, workers, (writer, curves), report)
         shutil.rmtree(spill)
         _contact_sheet(sheet_rows, params.size, tmp / CONTACT_SHEET)
         report.info.update({"params": to_dict(params), "workers": workers,
@@ -343,8 +367,10 @@ def _track_all(jobs: list[ClipJob], params: FacesParams, workers: int,
 
 
 def _select_all(tasks: list[tuple[ClipJob, Reference, int]], params: FacesParams, workers: int,
-                writer: ShardWriter, report: StageReport) -> list[dict[str, Any]]:
+                writers: tuple[ShardWriter, ShardWriter],
+                report: StageReport) -> list[dict[str, Any]]:
     """Run pass 2, writing rows in task order; return the rows sampled for the contact sheet."""
+    writer, curves = writers
     n_sample = min(params.sheet_samples, len(tasks))
     sample = set(np.linspace(0, len(tasks) - 1, n_sample).round().astype(int).tolist())
     sheet_rows, batch = [], []
@@ -353,6 +379,8 @@ def _select_all(tasks: list[tuple[ClipJob, Reference, int]], params: FacesParams
         if isinstance(result, Rejection):
             report.reject(result.item, result.reason, result.detail, result.source)
             continue
+        result, frames = result
+        curves.write(frames)
         report.count("selected")
         report.count(f"reference:{result['reference']}")
         if result["n_faces"] > 1:
