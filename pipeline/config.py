@@ -298,9 +298,25 @@ class TrainVaeParams:
     """Save a resumable checkpoint every N epochs."""
     device: str = "auto"
     """``auto`` (CUDA when present), ``cpu`` or ``cuda``."""
+    channels: tuple[int, ...] = (32, 64, 128, 256)
+    """Output channels of the encoder's stride-2 convs (the decoder mirrors them)."""
+    in_memory: bool = True
+    """Read the splits into memory (small corpora); false streams the Parquet shards."""
+    num_workers: int = 0
+    """DataLoader worker processes (0 = load in the training process)."""
+    threads: int = 1
+    """torch intra-op CPU threads (0 = torch's default, all cores; 1 is robust when shared)."""
+    grid_faces: int = 8
+    """Validation faces shown in the reconstruction and label-swap grids."""
 
     def __post_init__(self) -> None:
         _check_range(self.epochs, "train_vae.epochs", 1, 100_000)
+        _check(len(self.channels) > 0, "train_vae.channels", "must not be empty")
+        for i, width in enumerate(self.channels):
+            _check_range(width, f"train_vae.channels[{i}]", 1, 4096)
+        _check_range(self.num_workers, "train_vae.num_workers", 0, 256)
+        _check_range(self.threads, "train_vae.threads", 0, 256)
+        _check_range(self.grid_faces, "train_vae.grid_faces", 1, 64)
         _check_range(self.batch_size, "train_vae.batch_size", 1, 65_536)
         _check_range(self.lr, "train_vae.lr", 1e-8, 1.0)
         _check_range(self.feature_dim, "train_vae.feature_dim", 1, 65_536)
