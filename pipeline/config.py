@@ -362,9 +362,18 @@ class EvaluateParams:
     """Seeded k-means++ runs averaged for expression clustering (002 section 5.2.1)."""
     face_embedding: bool = True
     """Also rank in dlib's 128-d face-recognition space (on upscaled crops)."""
+    similarity: Literal["cosine", "neg_l2"] = "cosine"
+    """Similarity for identity retrieval and 1:2 matching: cosine or negative L2 distance."""
+    recall_ks: tuple[int, ...] = (1, 5)
+    """Cut-offs k of the retrieval recall R@k (chance: k / number of test speakers)."""
+    ties: Literal["expected", "pessimistic"] = "expected"
+    """Tied similarities: expected rank under a random order, or counted against the truth."""
 
     def __post_init__(self) -> None:
         _check_range(self.clustering_runs, "evaluate.clustering_runs", 1, 10_000)
+        _check(len(self.recall_ks) > 0, "evaluate.recall_ks", "must not be empty")
+        for k in self.recall_ks:
+            _check_range(k, "evaluate.recall_ks", 1, 1_000_000)
 
 
 SECTIONS: dict[str, type] = {
