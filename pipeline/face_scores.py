@@ -63,12 +63,16 @@ def head_pose(landmarks: np.ndarray) -> dict[str, np.ndarray]:
     u, _, vt = np.linalg.svd(projection, full_matrices=False)
     rows = u @ vt  # nearest orthonormal rows
     rotation = np.concatenate([rows, np.cross(rows[:, 0], rows[:, 1])[:, None]], axis=1)
-    normal = rotation[:, :, 2]  # where the face's +z (forward) points in camera coordinates
+    # rotation = Rz(roll) @ Ry(yaw) @ Rx(pitch): roll from the face's x axis, then yaw and
+    # pitch from its forward (+z) axis with the roll undone.
+    roll = np.arctan2(rotation[:, 1, 0], rotation[:, 0, 0])
+    nx, ny, nz = rotation[:, 0, 2], rotation[:, 1, 2], rotation[:, 2, 2]
+    nx, ny = np.cos(roll) * nx + np.sin(roll) * ny, -np.sin(roll) * nx + np.cos(roll) * ny
     scores = {
-        "yaw": np.degrees(np.arctan2(normal[:, 0], normal[:, 2])),
-        "pitch": np.degrees(np.arctan2(-normal[:, 1], np.hypot(normal[:, 0], normal[:, 2]))),
-        "roll": np.degrees(np.arctan2(rotation[:, 1, 0], rotation[:, 0, 0])),
-        "frontality": np.clip(normal[:, 2], 0.0, 1.0),
+        "yaw": np.degrees(np.arctan2(nx, nz)),
+        "pitch": np.degrees(np.arctan2(-ny, np.hypot(nx, nz))),
+        "roll": np.degrees(roll),
+        "frontality": np.clip(nz, 0.0, 1.0),
     }
     return {k: np.where(valid, v, np.nan) for k, v in scores.items()}
 
