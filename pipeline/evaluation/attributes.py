@@ -197,7 +197,9 @@ def cluster_accuracy(
     ``chance`` is the exact expectation when labels are drawn independently of the latents with
     the observed class shares ``p_c``: the nearest point always matches itself, every other point
     matches with probability ``sum p_c^2``, so ``chance = (k + (n - k) sum p_c^2) / n``
-    (slightly above ``1/k`` for balanced classes: the nearest points are free hits).
+    (slightly above ``1/k`` for balanced classes: the nearest points are free hits). Inputs with
+    fewer distinct points than ``k`` (a constant predictor) fill fewer clusters and score
+    ``sum p_c^2``, below that chance.
     """
     latents = np.asarray(latents, dtype=np.float64)
     labels = np.asarray(labels, dtype=object)

@@ -2,7 +2,11 @@
 
 Each function returns ``(N_test, D)`` predicted latents, exactly like the voice model's
 output, so that the ``evaluate`` stage decodes and scores them through the one code path
-(:func:`pipeline.evaluation.report.evaluate_prediction`).
+(:func:`pipeline.evaluation.scoring.evaluate_prediction`).
+
+:data:`ORACLE` names the ceiling row: the true test latents themselves as the prediction,
+decoded by the VAE, so its image metrics are the VAE's reconstruction MSE / PSNR / SSIM and
+its attribute scores are the probes' accuracy on real test faces.
 """
 
 from __future__ import annotations
