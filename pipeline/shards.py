@@ -24,7 +24,7 @@ from pipeline.schemas import conform
 
 log = logging.getLogger(__name__)
 
-COMPRESSION = "zstd"
+COMPRESSION = "snappy"  # reads 2-3x faster than zstd; PCM and faces barely compress
 
 
 def shard_name(prefix: str, index: int) -> str:

@@ -89,3 +89,25 @@ def test_load_split_matches_streaming(dataset_dir):
 def test_unknown_split_is_an_error(dataset_dir):
     with pytest.raises(ValueError, match="unknown split"):
         ShardDataset(dataset_dir, "training")
+
+
+def test_batches_hold_the_same_rows_in_the_same_order_as_samples(dataset_dir):
+    samples = list(ShardDataset(dataset_dir, "train", seed=9, buffer_size=6))
+    batches = list(ShardDataset(dataset_dir, "train", seed=9, buffer_size=6, batch_size=8))
+    assert [len(b["clip_id"]) for b in batches] == [8, 8, 8, 8, 5]
+    assert [c for b in batches for c in b["clip_id"]] == _ids(samples)
+    faces = torch.cat([b["face"] for b in batches])
+    audio = torch.cat([b["audio"] for b in batches])
+    assert torch.equal(faces, torch.stack([s["face"] for s in samples]))
+    assert torch.equal(audio, torch.stack([s["audio"] for s in samples]))
+    assert torch.equal(torch.cat([b["emotion"] for b in batches]),
+                       torch.stack([s["emotion"] for s in samples]))
+    dropped = list(ShardDataset(dataset_dir, "train", batch_size=8, drop_last=True))
+    assert [len(b["clip_id"]) for b in dropped] == [8, 8, 8, 8]
+
+
+def test_faces_only_skips_audio(dataset_dir):
+    sample = next(iter(ShardDataset(dataset_dir, "val", with_audio=False)))
+    assert "audio" not in sample and sample["face"].shape == (1, 8, 8)
+    split = load_split(dataset_dir, "val", with_audio=False)
+    assert split.audio.shape == (6, 0) and split.face.shape == (6, 1, 8, 8)
