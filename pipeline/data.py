@@ -358,4 +358,9 @@ def make_loader(
                            buffer_size=buffer_size, batch_size=batch_size,
                            drop_last=drop_last, with_audio=with_audio)
     return DataLoader(dataset, batch_size=None, num_workers=num_workers,
-                      pin_memory=pin_memory, persistent_workers=False)
+                      collate_fn=_as_is, pin_memory=pin_memory, persistent_workers=False)
+
+
+def _as_is(batch: dict[str, Any]) -> dict[str, Any]:
+    """Return ``batch`` unchanged (the default would walk every string of it)."""
+    return batch
