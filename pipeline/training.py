@@ -129,6 +129,7 @@ def fit(
     checkpoint_dir: str | Path | None = None,
     identity: Mapping[str, Any] | None = None,
     callbacks: Sequence[Callback] = (),
+    resume_ignored: Sequence[str] = RESUME_IGNORED,
 ) -> FitState:
     """Return the final :class:`FitState` after training ``model`` on ``train_data``.
 
@@ -144,6 +145,7 @@ def fit(
         identity: more plain data a checkpoint must match to be resumed (data fingerprint,
             model config ...).
         callbacks: hooks run at fit start, after each epoch, and at the end.
+        resume_ignored: params that may differ from the checkpoint's (no effect on weights).
     """
     device = resolve_device(settings.device)
     model.to(device)
@@ -152,7 +154,7 @@ def fit(
     provenance = {"params": _plain(params), "identity": _plain(identity or {})}
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir else None
     if ckpt_path is not None and ckpt_path.exists():
-        _maybe_resume(state, ckpt_path, provenance)
+        _maybe_resume(state, ckpt_path, provenance, resume_ignored)
     with _deterministic(device):
         for callback in callbacks:
             callback.on_fit_start(state)
@@ -354,15 +356,19 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return payload
 
 
-def resume_key(provenance: Mapping[str, Any]) -> dict[str, Any]:
+def resume_key(
+    provenance: Mapping[str, Any], ignored: Sequence[str] = RESUME_IGNORED
+) -> dict[str, Any]:
     """Return the part of a provenance that must match for a checkpoint to be resumed."""
-    params = {k: v for k, v in provenance["params"].items() if k not in RESUME_IGNORED}
+    params = {k: v for k, v in provenance["params"].items() if k not in ignored}
     return {"params": params, "identity": provenance.get("identity", {})}
 
 
-def _maybe_resume(state: FitState, path: Path, provenance: Mapping[str, Any]) -> None:
+def _maybe_resume(
+    state: FitState, path: Path, provenance: Mapping[str, Any], ignored: Sequence[str]
+) -> None:
     payload = load_checkpoint(path, map_location=state.device)
-    if resume_key(payload["provenance"]) != resume_key(provenance):
+    if resume_key(payload["provenance"], ignored) != resume_key(provenance, ignored):
         log.warning("checkpoint %s was made with other params or data; training from scratch "
                     "(it will be overwritten)", path)
         return

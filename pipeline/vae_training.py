@@ -33,7 +33,7 @@ from pipeline.images import image_grid, save_png
 from pipeline.models.emotion_code import code_string, emotion_codes
 from pipeline.models.vae import FaceVAE, VaeConfig, save_model, vae_loss
 from pipeline.runtime import git_revision
-from pipeline.training import DvcLiveCallback, FitSettings, evaluate, fit
+from pipeline.training import RESUME_IGNORED, DvcLiveCallback, FitSettings, evaluate, fit
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,7 @@ def train_vae(
         model, objective, train, val, settings,
         params=to_dict(params), checkpoint_dir=checkpoint_dir,
         identity={"data": fingerprint, "model": config.to_dict()}, callbacks=[live],
+        resume_ignored=(*RESUME_IGNORED, "threads", "grid_faces"),
     )
     metrics = final_metrics(model, objective, val, train, settings, emotions)
     live.finish({f"final/{k}": v for k, v in metrics.items()})

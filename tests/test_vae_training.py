@@ -1,4 +1,5 @@
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -44,7 +45,7 @@ def run_stage(tmp_path, params, dataset):
     return out
 
 
-def test_stage_trains_saves_grids_and_reports_metrics(tmp_path, repo_root):
+def test_stage_trains_saves_grids_and_reports_metrics(tmp_path, repo_root, caplog):
     dataset = make_dataset_dir(tmp_path / "dataset", {"train": 21, "val": 6, "test": 3},
                                face_size=16)
     params = write_params(repo_root, tmp_path / "params.yaml", **TINY)
@@ -70,9 +71,14 @@ def test_stage_trains_saves_grids_and_reports_metrics(tmp_path, repo_root):
     assert swap.height > 2 * recon.height  # 1 + 4 emotion rows vs 2 rows
     assert recon.width == swap.width
 
-    # a re-run with the same params and data resumes the finished run: identical model
+    # a re-run with the same data and training params (grids may differ) resumes the
+    # finished run: identical model
     before = torch.load(out / "model.pt", weights_only=True)["state_dict"]
-    run_stage(tmp_path, params, dataset)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="pipeline.training"):
+        run_stage(tmp_path, write_params(repo_root, params, **{**TINY, "grid_faces": 3}),
+                  dataset)
+    assert "resumed from" in caplog.text and "epoch 1/3" not in caplog.text
     after = torch.load(out / "model.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(before[k], after[k]) for k in before)
 
@@ -115,3 +121,38 @@ def test_mouth_swap_ratio_sees_where_the_codes_differ():
     grid = label_swap_grid(model, faces, torch.tensor([0, 1, 0]), torch.stack([hap, sad]),
                            ["HAP", "SAD"])
     assert grid.size[0] > 3 * 16
+
+
+@pytest.mark.slow
+def test_trained_demo_vae_moves_the_mouth_for_hap_vs_sad(repo_root):
+    """003 Fig. 7 on the embedded corpus, after `make demo` has trained models/vae/model.pt.
+
+    The HAP and SAD decodes of the same validation faces must differ more around the mouth
+    than over the eyes and forehead, and the mouth corners must differ more than the face
+    as a whole.
+    """
+    model_path, dataset = repo_root / "models/vae/model.pt", repo_root / "data/dataset"
+    if not model_path.exists() or not (dataset / "meta.json").exists():
+        pytest.skip("needs `make demo` (dvc repro) to have trained models/vae/model.pt")
+    from pipeline.data import load_split
+    from pipeline.vae_training import swap_decode
+
+    model = load_vae(model_path)
+    emotions = torch.load(model_path, weights_only=True)["provenance"]["emotions"]
+    codes = emotion_codes_for(model_path)
+    faces = load_split(dataset, "val").face
+    hap, sad = codes[emotions.index("HAP")], codes[emotions.index("SAD")]
+    assert mouth_swap_ratio(model, faces, hap, sad) > 1.0
+    diff = (swap_decode(model, faces, hap) - swap_decode(model, faces, sad)).abs().mean(0)[0]
+    s = faces.shape[-1]
+    rows = slice(int(0.68 * s), int(0.85 * s))
+    corners = torch.cat([diff[rows, int(0.22 * s):int(0.38 * s)],
+                         diff[rows, int(0.62 * s):int(0.78 * s)]], dim=1)
+    assert corners.mean() > diff.mean()
+
+
+def emotion_codes_for(model_path):
+    from pipeline.models.emotion_code import emotion_codes
+
+    provenance = torch.load(model_path, weights_only=True)["provenance"]
+    return emotion_codes(provenance["emotions"], provenance["params"]["code_bits_per_class"])
