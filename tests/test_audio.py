@@ -1,4 +1,5 @@
 import dataclasses
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -201,3 +202,29 @@ def test_stage_cli_writes_sorted_shards_identical_for_any_worker_count(tmp_path,
     assert {(r["item"], r["reason"]) for r in quarantine} == {
         ("z_silent", "all_silent"), ("z_missing", "decode_error"), ("z_none", "no_audio")}
     assert table.num_rows + len(quarantine) == len(rows)
+
+
+@pytest.mark.slow
+def test_demo_corpus_speech_intervals_are_found(tmp_path):
+    demo_corpus = pytest.importorskip("pipeline.demo_corpus")
+    from pipeline.config import DemoCorpusParams
+
+    params = DemoCorpusParams(n_speakers=2, emotions=("ANG", "SAD"), sentences=("IEO",),
+                              long_pause_fraction=1.0)
+    truth = demo_corpus.write_corpus(tmp_path, params, workers=1)
+    assert len(truth) == 4
+    for _, row in truth.iterrows():
+        speech = json.loads(row["speech_intervals"])
+        edges = [0.0, *[t for interval in speech for t in interval], row["duration_s"]]
+        gaps = [(a, b) for a, b in zip(edges[::2], edges[1::2], strict=True)
+                if b - a >= PARAMS.min_silence_s]
+        assert gaps, "the corpus was asked for a long pause in every clip"
+        prepared = prepare_audio(tmp_path / row["video_path"], PARAMS)
+        assert len(prepared.silences) == len(gaps), row["clip_id"]
+        for (start, end), (gap_start, gap_end) in zip(prepared.silences, gaps, strict=True):
+            # The synthetic voice fades out below the -35 dB threshold in its last ~20 ms,
+            # so the detected silence may start that much before the planned interval ends.
+            assert gap_start - 0.030 <= start <= gap_start + 0.005, row["clip_id"]
+            assert end == pytest.approx(gap_end, abs=0.020), row["clip_id"]
+        kept = row["duration_s"] - sum(b - a for a, b in gaps)
+        assert prepared.speech_duration_s == pytest.approx(kept, abs=0.04)
