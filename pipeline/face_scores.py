@@ -16,8 +16,9 @@ import numpy as np
 
 RIGID = np.array([27, 28, 29, 30, 31, 33, 35, 36, 39, 42, 45])
 """Landmarks that expressions barely move: nose bridge and base, eye corners."""
-EXPRESSIVE = np.r_[17:27, 36:48, 48:68]
-"""Landmarks that expressions move: brows, eyelids, mouth."""
+EXPRESSIVE = np.r_[17:27, 36:48, 48:55, 60:65]
+"""Landmarks that expressions move: brows, eyelids, mouth corners and upper lip. The lower
+lip and chin are left out: speech moves them more than emotion does."""
 RIGHT_EYE = np.r_[36:42]
 LEFT_EYE = np.r_[42:48]
 JAW = np.r_[0:17]

@@ -58,6 +58,8 @@ log = logging.getLogger(__name__)
 NEUTRAL = "NEU"
 LEAST_EXPRESSIVE_SHARE = 0.2
 """Share of a clip's frames (closest to the global mean shape) that form its own reference."""
+SMOOTHING_FRAMES = 5
+"""Per-frame scores are averaged over this many frames (centred) before selection."""
 BLINK_RATIO = 0.6
 """Frames whose eye openness is below this share of the clip's median are blinks: skipped."""
 ROW_GROUP_ROWS = 256
@@ -135,8 +137,25 @@ def frame_scores(landmarks: np.ndarray, reference: Reference, max_yaw_deg: float
         shape = least_expressive_reference(shapes[pool], shape, LEAST_EXPRESSIVE_SHARE)
     scores["expression"] = np.full(len(landmarks), np.nan)
     scores["expression"][valid] = expression_scores(shapes[valid], shape)
+    for name in ("yaw", "pitch", "roll", "frontality", "expression"):
+        scores[name] = smooth_in_time(scores[name], SMOOTHING_FRAMES)
     scores["reference_shape"] = shape
     return scores
+
+
+def smooth_in_time(values: np.ndarray, window: int) -> np.ndarray:
+    """Return the centred moving average of ``values`` over ``window`` frames, ignoring NaN.
+
+    Landmarks jitter independently from frame to frame while heads and expressions move
+    smoothly, so averaging a few frames makes the per-frame scores more accurate. Frames
+    without landmarks stay NaN.
+    """
+    known = ~np.isnan(values)
+    kernel = np.ones(window)
+    total = np.convolve(np.where(known, values, 0.0), kernel, mode="same")
+    count = np.convolve(known.astype(float), kernel, mode="same")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(known, total / count, np.nan)
 
 
 def _normalised(values: np.ndarray) -> np.ndarray:

@@ -25,6 +25,9 @@ from pipeline.video import iter_gray_frames
 log = logging.getLogger(__name__)
 
 N_LANDMARKS = 68
+TRACK_CONFIRM_IOU = 0.4
+"""A detection overlapping the tracked box this much confirms the track (boxes from
+downscaled detections are coarse, so the bar is lower than for matching boxes)."""
 
 
 @dataclass(frozen=True)
@@ -86,8 +89,15 @@ def detect_faces(frame: np.ndarray, scale: float) -> list[tuple[int, int, int, i
 def predict_landmarks(frame: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
     """Return the ``(68, 2)`` float32 landmarks of the face in ``box`` of ``frame``."""
     _, predictor = dlib_models()
-    shape = predictor(frame, dlib.rectangle(*box))
-    return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
+    left, top, right, bottom = box
+    pad = (right - left) // 4  # the predictor reads pixels a little outside its box
+    x0, y0 = max(0, left - pad), max(0, top - pad)
+    # dlib converts the whole image it is given: hand it only the face's neighbourhood.
+    region = np.ascontiguousarray(frame[y0:bottom + pad, x0:right + pad])
+    shape = predictor(region, dlib.rectangle(left - x0, top - y0, right - x0, bottom - y0))
+    points = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
+    points += (x0, y0)
+    return points
 
 
 # A dlib HOG box relative to the 68 landmarks it yields: centred on their centroid (0.05 RMS
@@ -128,7 +138,7 @@ class _Tracker:
         self.n_detections = 0
 
     def detect_if_due(self, index: int, frame: np.ndarray) -> bool:
-        """Run the detector when scheduled (or when lost); return whether it found a face."""
+        """Run the detector when scheduled (or when lost); return whether the box is new."""
         if index % self.params.detect_every == 0:
             return self._detect(frame, self.ladder if not self.scale else [self.scale])
         if self.box is None and self.scale:
@@ -136,16 +146,28 @@ class _Tracker:
         return False
 
     def _detect(self, frame: np.ndarray, scales: list[float]) -> bool:
+        """Detect; return True when the box was replaced by a (coarse) detector box."""
         for scale in scales:
             self.n_detections += 1
             boxes = detect_faces(frame, scale)
             if boxes:
                 self.scale = scale
-                self.box = boxes[0]
                 self.n_faces = max(self.n_faces, len(boxes))
+                if self.box is not None and _overlap(self.box, boxes[0]) >= TRACK_CONFIRM_IOU:
+                    return False  # the track is on the face: keep its landmark-fitted box
+                self.box = boxes[0]
                 return True
         self.box = None
         return False
+
+
+def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    """Return the intersection over union of two boxes."""
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    inter = max(0, w) * max(0, h)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
 
 
 def track_face(path: str | Path, params: FacesParams) -> FaceTrack:
@@ -159,19 +181,19 @@ def track_face(path: str | Path, params: FacesParams) -> FaceTrack:
     boxes: list[tuple[int, int, int, int]] = []
     missing = np.full((N_LANDMARKS, 2), np.nan, np.float32)
     for index, frame in enumerate(iter_gray_frames(path, params.max_frames)):
-        detected = tracker.detect_if_due(index, frame)
+        fresh = tracker.detect_if_due(index, frame)
         if tracker.box is None:
             landmarks.append(missing)
             boxes.append((-1, -1, -1, -1))
             continue
         points = predict_landmarks(frame, tracker.box)
-        if detected:  # a detector box is coarse: refit it to the landmarks once
-            refit = box_from_landmarks(points)
-            points = predict_landmarks(frame, refit)
-            tracker.max_width = max(tracker.max_width, refit[2] - refit[0])
+        if fresh:  # a detector box is coarse: refit it to the landmarks once
+            points = predict_landmarks(frame, box_from_landmarks(points))
         landmarks.append(points)
         boxes.append(tracker.box)
         tracker.box = box_from_landmarks(points)
+        if index % params.detect_every == 0 or fresh:
+            tracker.max_width = max(tracker.max_width, tracker.box[2] - tracker.box[0])
     return FaceTrack(
         landmarks=np.stack(landmarks).astype(np.float32),
         boxes=np.array(boxes, dtype=np.int32).reshape(-1, 4),

@@ -1,0 +1,151 @@
+"""Faces stage speed and memory, per core (one process), on the demo corpus and GRID.
+
+Prints, for each corpus, three rates measured in this one process on the same clips, in
+frames per CPU-second of this process (``time.process_time``: on a loaded, shared machine
+wall time measures the neighbours; CPU time is what one core would take):
+decode-only frames/s, a naive baseline (HOG detector at full resolution + 68 landmarks on
+every frame), and the end-to-end stage (``run_faces`` with one worker: both passes, crops,
+shards). Goals (issue 5): end-to-end >= 25% of decode-only and >= 8x naive. From the
+end-to-end rate at 480x360 it estimates full CREMA-D (7,442 clips x ~75 frames) on 2 cores
+(goal <= 12 min). Then peak memory (ru_maxrss of a fresh process) for a 3 s vs a 60 s clip
+and for 1 vs 11 clips: it should be flat in both.
+
+Usage: ``python benchmarks/faces.py [--grid DIR] [--demo-speakers N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from pipeline.config import DemoCorpusParams, FacesParams  # noqa: E402
+from pipeline.faces import run_faces  # noqa: E402
+from pipeline.landmarks import detect_faces, dlib_models, predict_landmarks  # noqa: E402
+from pipeline.video import iter_gray_frames  # noqa: E402
+from tests.factories import make_catalogue  # noqa: E402
+
+CREMA_D_FRAMES = 7442 * 75
+CORES = 2
+
+
+def decode_only(videos: list[Path]) -> tuple[int, float]:
+    start, n = time.process_time(), 0
+    for video in videos:
+        for _ in iter_gray_frames(video):
+            n += 1
+    return n, time.process_time() - start
+
+
+def naive(videos: list[Path]) -> tuple[int, float]:
+    start, n = time.process_time(), 0
+    for video in videos:
+        for frame in iter_gray_frames(video):
+            boxes = detect_faces(frame, 1.0)
+            if boxes:
+                predict_landmarks(frame, boxes[0])
+            n += 1
+    return n, time.process_time() - start
+
+
+def end_to_end(videos: list[Path], work: Path) -> tuple[int, float]:
+    catalogue = make_catalogue(work, [{"clip_id": v.stem, "video_path": str(v)} for v in videos])
+    start = time.process_time()
+    report = run_faces(catalogue, work / "out", FacesParams(workers=1, sheet_samples=0))
+    return report.counts["frames"], time.process_time() - start
+
+
+def compare(name: str, videos: list[Path], work: Path) -> float:
+    dlib_models()  # load once, outside every timing
+    decode_only(videos[:1])  # warm the file cache
+    rates = {}
+    for label, run in (("decode-only", decode_only), ("naive (HOG every frame)", naive),
+                       ("end-to-end stage", lambda v: end_to_end(v, work / name))):
+        frames, seconds = run(videos)
+        rates[label] = frames / seconds
+        print(f"  {label:26s} {frames:6d} frames {seconds:7.2f} s {rates[label]:8.1f} frames/s")
+    e2e = rates["end-to-end stage"]
+    print(f"  end-to-end / decode-only = {e2e / rates['decode-only']:.1%}  (goal >= 25%)")
+    print(f"  end-to-end / naive       = {e2e / rates['naive (HOG every frame)']:.1f}x  "
+          f"(goal >= 8x)")
+    return e2e
+
+
+def peak_rss_mb(videos: list[Path], work: Path, max_frames: int) -> float:
+    """Return the peak RSS (MB) of a fresh process running the stage on ``videos``."""
+    code = (
+        "import resource, sys\n"
+        "from pathlib import Path\n"
+        "from pipeline.config import FacesParams\n"
+        "from pipeline.faces import run_faces\n"
+        "from tests.factories import make_catalogue\n"
+        "videos = [Path(p) for p in sys.argv[3:]]\n"
+        "cat = make_catalogue(Path(sys.argv[1]), [{'clip_id': f'c{i}', 'video_path': str(v)}"
+        " for i, v in enumerate(videos)])\n"
+        "run_faces(cat, Path(sys.argv[1]) / 'out', FacesParams(workers=1, sheet_samples=0,"
+        " max_frames=int(sys.argv[2])))\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
+    )
+    work.mkdir(parents=True, exist_ok=True)
+    out = subprocess.run([sys.executable, "-c", code, str(work), str(max_frames),
+                          *map(str, videos)], cwd=REPO, check=True, capture_output=True,
+                         text=True).stdout
+    return float(out.split()[-1])
+
+
+def memory(grid: list[Path], work: Path) -> None:
+    long_clip = work / "long60s.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-stream_loop", "19", "-i", str(grid[0]),
+                    "-an", "-c:v", "libx264", "-preset", "ultrafast", str(long_clip)], check=True)
+    short = peak_rss_mb(grid[:1], work / "m_short", 10_000)
+    long = peak_rss_mb([long_clip], work / "m_long", 10_000)
+    many = peak_rss_mb(grid, work / "m_many", 10_000)
+    print(f"  peak RSS: 1 clip of 3 s {short:.0f} MB | 1 clip of 60 s (1,500 frames) "
+          f"{long:.0f} MB | {len(grid)} clips of 3 s {many:.0f} MB")
+
+
+def demo_videos(work: Path, n_speakers: int) -> list[Path] | None:
+    try:
+        from pipeline.demo_corpus import write_corpus
+    except ImportError:
+        print("demo corpus: pipeline.demo_corpus is not available; skipped")
+        return None
+    write_corpus(work / "demo", DemoCorpusParams(n_speakers=n_speakers, sentences=("IEO",)),
+                 workers=1)
+    return sorted((work / "demo" / "VideoFlash").glob("*.flv"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--grid", type=Path, default=REPO.parent / "shared" / "datasets"
+                        / "grid-samples")
+    parser.add_argument("--demo-speakers", type=int, default=4)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench_faces_") as tmp:
+        work = Path(tmp)
+        rate_480 = None
+        demo = demo_videos(work, args.demo_speakers)
+        if demo:
+            print(f"demo corpus: {len(demo)} clips at 480x360")
+            rate_480 = compare("demo", demo, work)
+        grid = sorted(args.grid.glob("*.mpg"))
+        print(f"grid-samples: {len(grid)} clips at 360x288")
+        rate_grid = compare("grid", grid, work)
+        if rate_480 is None:  # scale by pixels: decode and HOG cost grow with frame area
+            rate_480 = rate_grid * (360 * 288) / (480 * 360)
+            print("  (480x360 rate estimated from GRID by frame area)")
+        minutes = CREMA_D_FRAMES / (rate_480 * CORES) / 60
+        print(f"CREMA-D estimate: {CREMA_D_FRAMES:,} frames / ({rate_480:.0f} frames/s x "
+              f"{CORES} cores) = {minutes:.1f} min (goal <= 12 min)")
+        print("memory:")
+        memory(grid, work)
+
+
+if __name__ == "__main__":
+    main()
