@@ -15,6 +15,7 @@ present is hashed once and then remembered.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import http.client
 import ipaddress
@@ -30,7 +31,7 @@ import urllib.request
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from tqdm import tqdm
 
@@ -147,14 +148,26 @@ def check_source_url(url: str) -> None:
 
 
 def safe_destination(root: Path, relative: str) -> Path:
-    """Return ``root / relative``, raising :class:`DownloadError` if it would escape ``root``."""
-    pure = PurePosixPath(relative.replace("\\", "/"))
-    if not relative or pure.is_absolute() or ".." in pure.parts or relative.startswith("~"):
+    """Return ``root / relative``, raising :class:`DownloadError` if it would escape ``root``.
+
+    Rejects absolute paths and ``..`` lexically, and a symlinked directory on the way that
+    leads outside (directories are resolved once per process, files never followed). String
+    operations, not pathlib: this runs twice per file on every no-op re-run.
+    """
+    parts = relative.replace("\\", "/").split("/")
+    if not relative or relative.startswith(("/", "~")) or ".." in parts:
         raise DownloadError("bad_path", f"path {relative!r} escapes the output directory")
-    path = root.joinpath(*pure.parts)
-    if not path.resolve().is_relative_to(root.resolve()):
+    joined = os.path.join(root, *parts)
+    root_real = _realpath(os.fspath(root))
+    parent_real = _realpath(os.path.dirname(joined))
+    if parent_real != root_real and not parent_real.startswith(root_real + os.sep):
         raise DownloadError("bad_path", f"path {relative!r} escapes the output directory")
-    return path
+    return Path(joined)
+
+
+@functools.lru_cache(maxsize=4096)
+def _realpath(directory: str) -> str:
+    return os.path.realpath(directory)
 
 
 def file_url_path(url: str) -> Path:
@@ -352,8 +365,13 @@ class Fetcher:
                   disable=not self.options.progress, leave=False) as bar, \
                 ThreadPoolExecutor(max_workers=self.options.workers) as pool:
             self._bar = bar
-            futures = {pool.submit(self.fetch_one, item): i for i, item in enumerate(items)}
-            done = failed = 0
+            for i, item in enumerate(items):  # cheap stat-only check, without a thread each
+                results[i] = self.already_verified(item)
+            futures = {pool.submit(self.fetch_one, item): i
+                       for i, item in enumerate(items) if results[i] is None}
+            done = len(items) - len(futures)
+            failed = 0
+            bar.update(sum(r.size for r in results if r is not None))
             try:
                 for future in as_completed(futures):
                     result = future.result()
@@ -375,6 +393,22 @@ class Fetcher:
         if self._bar is not None and n:
             with self._bar_lock:
                 self._bar.update(n)
+
+    def already_verified(self, item: FetchItem) -> FetchResult | None:
+        """Return a skipped result if the file is present with a matching verified-state record.
+
+        Never hashes, never raises: anything else (no record, changed stat, bad path) is
+        left to :meth:`fetch_one`.
+        """
+        if item.sha256 is None or item.size is None:
+            return None
+        try:
+            dest = safe_destination(self.root, item.dest)
+        except DownloadError:
+            return None
+        if self.state.cached_sha256(dest) != item.sha256 or dest.stat().st_size != item.size:
+            return None
+        return FetchResult(item, dest, item.sha256, item.size, skipped=True)
 
     def fetch_one(self, item: FetchItem) -> FetchResult:
         """Return the outcome of fetching one item (never raises :class:`DownloadError`)."""

@@ -8,8 +8,8 @@ header, so tests can assert that a resume really asked for the missing bytes onl
 Faults: ``500``, ``404``, ``drop`` (headers with the full length, half the body, then the
 connection is closed), ``wrong`` (same length, other bytes), ``pointer`` (a Git LFS pointer
 instead of the media), ``slow`` (answer after ``slow_s``, longer than the client's timeout).
-``throttle_bps`` trickles the bodies of paths under ``throttle_prefix`` (for killing a client
-mid-download).
+``latency_s`` delays every answer (a remote server's time to first byte); ``throttle_bps``
+trickles the bodies of paths under ``throttle_prefix`` (for killing a client mid-download).
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ class FaultServer(ThreadingHTTPServer):
         self.always: dict[str, str] = {}
         self.requests: list[Request] = []
         self.slow_s = 2.0
+        self.latency_s = 0.0
         self.throttle_bps = 0
         self.throttle_prefix = "/"
         self._lock = threading.Lock()
@@ -111,8 +112,7 @@ class _Handler(BaseHTTPRequestHandler):
         data = self.server.files.get(path)
         if data is None:
             data = self.server.resolve(path)
-        if fault == "slow":
-            time.sleep(self.server.slow_s)
+        time.sleep(self.server.slow_s if fault == "slow" else self.server.latency_s)
         if data is None or fault in ("404", "500"):
             code = 500 if fault == "500" else 404
             self._send_status(code)

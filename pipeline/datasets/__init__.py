@@ -56,7 +56,8 @@ def prepare_dataset(params: DownloadParams, out_dir: Path, cache_dir: Path,
     caller fails the stage when it is non-zero (the rest is still written).
     """
     report = StageReport("download")
-    report.info.update(dataset=params.dataset, params=to_dict(params), code=git_revision())
+    report.info.update(dataset=params.dataset, params=to_dict(params), code=git_revision(),
+                       cache_dir=str(cache_dir))
     options = fetch_options(params, progress)
     with atomic_directory(out_dir) as tmp:
         media = tmp / MEDIA_DIR
@@ -88,30 +89,30 @@ def fetch_and_link(planned: pd.DataFrame, cache: Path, media: Path, options: Fet
     """
     files_root = cache / "files"
     state = VerifiedState(cache / "verified.json")
+    records = planned.to_dict("records")
     jobs = [(i, role, FetchItem(row[f"{role}_src"], row[f"{role}_path"],
                                 _int_or_none(row[f"{role}_size"]), row[f"{role}_sha256"]))
-            for i, row in planned.iterrows() for role in ROLES if _present(row, f"{role}_src")]
+            for i, row in enumerate(records) for role in ROLES if _present(row, f"{role}_src")]
     results = fetch_all([item for _, _, item in jobs], files_root, options, state)
-    clips = planned.copy()
     failed = set()
     for (i, role, _), result in zip(jobs, results, strict=True):
         _count(report, result)
         if not result.ok:
             failed.add(i)
             error = result.error
-            report.reject(clips.at[i, "clip_id"], error.reason, error.detail, error.url)
+            report.reject(records[i]["clip_id"], error.reason, error.detail, error.url)
             continue
         link_or_copy(result.path, safe_destination(media, result.item.dest))
-        clips.at[i, f"{role}_path"] = f"{MEDIA_DIR}/{result.item.dest}"
-        clips.at[i, f"{role}_size"] = result.size
-        clips.at[i, f"{role}_sha256"] = result.sha256
+        records[i].update({f"{role}_path": f"{MEDIA_DIR}/{result.item.dest}",
+                           f"{role}_size": result.size, f"{role}_sha256": result.sha256})
     state.forget_missing()
     state.save()
-    return clips.drop(index=sorted(failed)).reset_index(drop=True)
+    kept = [row for i, row in enumerate(records) if i not in failed]
+    return pd.DataFrame(kept, columns=planned.columns)
 
 
-def _present(row: pd.Series, column: str) -> bool:
-    return column in row and isinstance(row[column], str) and bool(row[column])
+def _present(row: dict, column: str) -> bool:
+    return isinstance(row.get(column), str) and bool(row[column])
 
 
 def _int_or_none(value: object) -> int | None:
