@@ -73,6 +73,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    tmp.chmod(_mode_from_umask(0o666))  # mkstemp makes it owner-only
     try:
         yield tmp
         os.replace(tmp, path)
@@ -102,6 +103,7 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp.chmod(_mode_from_umask(0o777))  # mkdtemp makes it owner-only; outputs are shared
     try:
         yield tmp
         if path.exists():
@@ -110,6 +112,12 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def _mode_from_umask(mode: int) -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return mode & ~umask
 
 
 class QuarantineError(Exception):

@@ -74,3 +74,15 @@ def test_stage_report_counts_and_quarantine_table(tmp_path):
 def test_quarantine_error_names_the_file():
     error = QuarantineError("no_audio", "no audio stream", "/data/x.flv")
     assert "/data/x.flv" in str(error) and error.reason == "no_audio"
+
+
+def test_atomic_outputs_get_normal_permissions(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        with atomic_directory(tmp_path / "d") as tmp:
+            (tmp / "x").write_text("x")
+        atomic_write_json(tmp_path / "f.json", {})
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "f.json").stat().st_mode & 0o777 == 0o644
