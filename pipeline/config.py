@@ -57,8 +57,8 @@ class DemoCorpusParams:
     """Video width in pixels (CREMA-D: 480)."""
     height: int = 360
     """Video height in pixels (CREMA-D: 360)."""
-    audio_rate: int = 16000
-    """Sample rate of the clips' audio tracks in Hz."""
+    audio_rate: int = 22050
+    """Sample rate of the clips' audio tracks in Hz (FLV stores PCM at 11025/22050/44100)."""
     long_pause_fraction: float = 0.25
     """Share of clips that get a silence longer than 1 s inside the speech."""
 
@@ -71,7 +71,10 @@ class DemoCorpusParams:
         _check_range(self.fps, "download.demo.fps", 1, 120)
         _check_range(self.width, "download.demo.width", 64, 4096)
         _check_range(self.height, "download.demo.height", 64, 4096)
-        _check_range(self.audio_rate, "download.demo.audio_rate", 8000, 96000)
+        _check(
+            self.audio_rate in (11025, 22050, 44100), "download.demo.audio_rate",
+            f"must be 11025, 22050 or 44100 (FLV's PCM rates), got {self.audio_rate!r}",
+        )
         _check_range(self.long_pause_fraction, "download.demo.long_pause_fraction", 0.0, 1.0)
 
 
