@@ -371,9 +371,15 @@ class EvaluateParams:
     """Cut-offs k of the retrieval recall R@k (chance: k / number of test speakers)."""
     ties: Literal["expected", "pessimistic"] = "expected"
     """Tied similarities: expected rank under a random order, or counted against the truth."""
+    grid_clips: int = 8
+    """Generated faces shown per test speaker in the speaker grid (after their real face)."""
+    emotion_grid_clips: int = 6
+    """Test clips (one per speaker) shown in the emotion grid, each with every emotion code."""
 
     def __post_init__(self) -> None:
         _check_range(self.clustering_runs, "evaluate.clustering_runs", 1, 10_000)
+        _check_range(self.grid_clips, "evaluate.grid_clips", 1, 64)
+        _check_range(self.emotion_grid_clips, "evaluate.emotion_grid_clips", 1, 64)
         _check(len(self.recall_ks) > 0, "evaluate.recall_ks", "must not be empty")
         for k in self.recall_ks:
             _check_range(k, "evaluate.recall_ks", 1, 1_000_000)
