@@ -346,6 +346,18 @@ class TrainVoiceParams:
     """Save a resumable checkpoint every N epochs."""
     device: str = "auto"
     """``auto`` (CUDA when present), ``cpu`` or ``cuda``."""
+    pooling: Literal["temporal", "style_tokens"] = "temporal"
+    """Attention keys / values: the GRU's outputs, or GST's style tokens (DeepTalk)."""
+    standardize_targets: bool = True
+    """Standardise the VAE features per dimension on train (folded back into the saved model)."""
+    collapse_warning: float = 0.1
+    """Warn when generated latents vary across val speakers less than this share of true ones."""
+    num_workers: int = 0
+    """DataLoader worker processes (0 = load in the training process)."""
+    threads: int = 1
+    """torch intra-op CPU threads (0 = torch's default, all cores; 1 is robust when shared)."""
+    grid_clips: int = 8
+    """Validation clips (one per speaker) in the true | VAE | voice grid."""
 
     def __post_init__(self) -> None:
         _check_range(self.epochs, "train_voice.epochs", 1, 100_000)
@@ -353,6 +365,12 @@ class TrainVoiceParams:
         _check_range(self.lr, "train_voice.lr", 1e-8, 1.0)
         _check_range(self.checkpoint_every, "train_voice.checkpoint_every", 1, 100_000)
         _check(self.device in ("auto", "cpu", "cuda"), "train_voice.device", "auto, cpu or cuda")
+        _check(self.pooling in ("temporal", "style_tokens"), "train_voice.pooling",
+               f"must be temporal or style_tokens, got {self.pooling!r}")
+        _check_range(self.collapse_warning, "train_voice.collapse_warning", 0.0, 1.0)
+        _check_range(self.num_workers, "train_voice.num_workers", 0, 256)
+        _check_range(self.threads, "train_voice.threads", 0, 256)
+        _check_range(self.grid_clips, "train_voice.grid_clips", 1, 64)
 
 
 @dataclass(frozen=True)

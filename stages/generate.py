@@ -1,0 +1,82 @@
+"""Generate a face from a voice: any WAV / MP3 / video file -> PNG.
+
+Usage: ``python -m stages.generate AUDIO --out face.png [--emotion HAP] [--params params.yaml]
+[--vae MODEL.pt --voice MODEL.pt] [--size N]``. The audio goes through the audio stage's
+own code with the ``audio`` params section; the models default to the paths the
+``train_voice`` stage of ``dvc.yaml`` reads and writes (its ``--vae`` and ``--out``). The
+emotion defaults to NEU (or the VAE's first emotion if it has no NEU); the PNG is
+``faces.size`` pixels square unless ``--size`` says otherwise.
+
+Exit status 2, with a message naming the file and the reason, for an unreadable file, a
+file without speech, an unknown emotion name or models that do not fit together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+from pathlib import Path
+
+import yaml
+from PIL import Image
+
+from pipeline.config import load_params
+from pipeline.images import save_png, to_uint8
+from pipeline.models.voice_to_face import GenerationError, generate_face, load_voice_to_face
+from pipeline.runtime import QuarantineError, setup_logging
+from pipeline.voice_training import MODEL_FILE
+from stages import train_voice
+
+log = logging.getLogger("stages.generate")
+
+
+def stage_model_paths(dvc_yaml: str | Path) -> tuple[str, str]:
+    """Return ``(vae model, voice model)``: the train_voice stage's ``--vae`` and ``--out``."""
+    cmd = yaml.safe_load(Path(dvc_yaml).read_text())["stages"]["train_voice"]["cmd"]
+    words = shlex.split(cmd)
+    args = train_voice.build_parser().parse_args(words[words.index("stages.train_voice") + 1:])
+    return args.vae, str(Path(args.out) / MODEL_FILE)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; return the process exit code."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("audio", help="a WAV, MP3 or video file with speech")
+    parser.add_argument("--out", required=True, help="PNG to write")
+    parser.add_argument("--emotion", help="emotion code to render (default NEU)")
+    parser.add_argument("--params", default="params.yaml", help="params.yaml (audio, faces)")
+    parser.add_argument("--vae", help="VAE model.pt (default: dvc.yaml's train_voice --vae)")
+    parser.add_argument("--voice", help="voice model.pt (default: dvc.yaml's train_voice --out)")
+    parser.add_argument("--dvc-yaml", default="dvc.yaml", help="where the default paths are read")
+    parser.add_argument("--size", type=int, help="PNG side in pixels (default: faces.size)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    args = parser.parse_args(argv)
+
+    setup_logging(args.verbose)
+    vae_path, voice_path = args.vae, args.voice
+    if vae_path is None or voice_path is None:
+        default_vae, default_voice = stage_model_paths(args.dvc_yaml)
+        vae_path, voice_path = vae_path or default_vae, voice_path or default_voice
+    for path in (vae_path, voice_path):
+        if not Path(path).is_file():
+            parser.error(f"{path}: model file not found (train it with dvc repro, or pass it)")
+    size = args.size or load_params(args.params, "faces").size
+    try:
+        model = load_voice_to_face(vae_path, voice_path)
+        face = generate_face(args.audio, model, args.emotion,
+                             load_params(args.params, "audio"))
+    except QuarantineError as error:
+        log.error("%s: %s (%s)", args.audio, error.detail, error.reason)
+        return 2
+    except GenerationError as error:
+        log.error("%s: %s", args.audio, error)
+        return 2
+    image = Image.fromarray(to_uint8(face)).resize((size, size), Image.LANCZOS)
+    save_png(image, args.out)
+    log.info("wrote %s (%dx%d)", args.out, size, size)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,51 @@
+"""The ``train_voice`` stage: train the voice encoder to predict the frozen VAE's face features.
+
+Usage: ``python -m stages.train_voice --params params.yaml --dataset DIR --vae MODEL.pt
+--out DIR --checkpoints DIR --live DIR``. A run killed mid-training resumes from
+``--checkpoints`` when its params, data and VAE are unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import torch
+
+from pipeline.config import TrainVoiceParams, load_params
+from pipeline.runtime import seed_everything, setup_logging
+from pipeline.voice_training import train_voice
+
+log = logging.getLogger("stages.train_voice")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the stage's argument parser (``generate`` reads dvc.yaml's command with it)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml", help="params.yaml to read")
+    parser.add_argument("--dataset", required=True, help="output directory of the dataset stage")
+    parser.add_argument("--vae", required=True, help="the train_vae stage's model.pt (frozen)")
+    parser.add_argument("--out", required=True, help="output: model.pt and the PNG grid")
+    parser.add_argument("--checkpoints", required=True, help="resumable checkpoint directory")
+    parser.add_argument("--live", required=True, help="dvclive directory (plots, metrics.json)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the stage; return the process exit code."""
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    params: TrainVoiceParams = load_params(args.params, "train_voice")
+    if params.threads:
+        torch.set_num_threads(params.threads)
+    seed_everything(params.seed)
+    metrics = train_voice(params, args.dataset, args.vae, args.out, args.checkpoints, args.live)
+    log.info("val MSE %.4f; R@1 among %d val speakers %.3f (chance %.3f); collapse ratio %.3f",
+             metrics["val_mse"], metrics["val_speakers"], metrics["r1"], metrics["r1_chance"],
+             metrics["collapse_ratio"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

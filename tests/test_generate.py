@@ -1,0 +1,143 @@
+import logging
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from pipeline.config import AudioParams, load_params
+from pipeline.images import to_uint8
+from pipeline.models.voice_to_face import (
+    UnknownEmotionError,
+    generate_face,
+    load_voice_to_face,
+    parse_code,
+)
+from pipeline.runtime import QuarantineError
+from stages.generate import main, stage_model_paths
+from tests.conftest import REPO
+from tests.factories import speech_like, write_media, write_wav
+from tests.test_train_voice import train_tiny_models
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """A tiny VAE and voice encoder trained by their stages on a synthetic dataset."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield train_tiny_models(tmp_path_factory.mktemp("tiny"), REPO,
+                            {"epochs": 1, "batch_size": 8, "device": "cpu"})
+    torch.set_num_threads(threads)
+
+
+def generate(models, audio, out, *extra):
+    return main([str(audio), "--out", str(out), "--params", str(models["params"]),
+                 "--vae", str(models["vae"]), "--voice", str(models["out"] / "model.pt"),
+                 *extra])
+
+
+def test_generate_from_a_real_grid_video_writes_a_png_of_the_configured_size(
+    models, grid_dir, tmp_path
+):
+    clip = sorted(grid_dir.glob("*.mpg"))[0]
+    size = load_params(models["params"], "faces").size
+    assert generate(models, clip, tmp_path / "face.png") == 0
+    image = Image.open(tmp_path / "face.png")
+    assert image.size == (size, size) and image.mode == "L"
+
+    assert generate(models, clip, tmp_path / "big.png", "--size", "100") == 0
+    assert Image.open(tmp_path / "big.png").size == (100, 100)
+
+    # the emotion code reaches the decoder: HAP and SAD render differently
+    model = load_voice_to_face(models["vae"], models["out"] / "model.pt")
+    audio = load_params(models["params"], "audio")
+    happy = generate_face(clip, model, "HAP", audio)
+    sad = generate_face(clip, model, "sad", audio)  # names are case-insensitive
+    assert happy.shape == (16, 16) and happy.min() >= 0.0 and happy.max() <= 1.0
+    assert not np.allclose(happy, sad)
+    # the default emotion is NEU
+    neutral = generate_face(clip, model, None, audio)
+    assert np.array_equal(neutral, generate_face(clip, model, "NEU", audio))
+    # the PNG at the model's own size holds exactly the generated face
+    assert generate(models, clip, tmp_path / "own.png", "--size", "16") == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "own.png")), to_uint8(neutral))
+
+
+def test_generate_reads_wav_and_mp3(models, tmp_path):
+    wave = speech_like(np.random.default_rng(0), 2.0, 22050)
+    assert generate(models, write_wav(tmp_path / "v.wav", wave, 22050), tmp_path / "a.png") == 0
+    try:
+        mp3 = write_media(tmp_path / "v.mp3", wave, 22050, codec="libmp3lame")
+    except Exception as error:  # an ffmpeg build without LAME
+        pytest.skip(f"cannot encode MP3 here: {error}")
+    assert generate(models, mp3, tmp_path / "b.png") == 0
+    assert Image.open(tmp_path / "b.png").size == Image.open(tmp_path / "a.png").size
+
+
+@pytest.mark.parametrize("kind, reason", [
+    ("zero_bytes", "decode_error"),
+    ("text", "no_audio"),  # ffmpeg opens text (as a tty/text stream) that has no audio
+    ("missing", "decode_error"),
+    ("silent", "all_silent"),
+])
+def test_bad_audio_exits_2_naming_the_file_and_reason(models, tmp_path, caplog, kind, reason):
+    path = tmp_path / f"{kind}.wav"
+    if kind == "zero_bytes":
+        path.write_bytes(b"")
+    elif kind == "text":
+        path = tmp_path / "notes.txt"
+        path.write_text("this is not audio\n" * 50)
+    elif kind == "silent":
+        write_wav(path, np.zeros(22050 * 2, np.float32), 22050)
+    with caplog.at_level(logging.ERROR, logger="stages.generate"):
+        assert generate(models, path, tmp_path / "face.png") == 2
+    assert str(path) in caplog.text and reason in caplog.text
+    assert not (tmp_path / "face.png").exists()
+    with pytest.raises(QuarantineError) as error:
+        model = load_voice_to_face(models["vae"], models["out"] / "model.pt")
+        generate_face(path, model, None, load_params(models["params"], "audio"))
+    assert error.value.reason == reason
+
+
+def test_unknown_emotion_exits_2_listing_the_valid_names(models, grid_dir, tmp_path, caplog):
+    clip = sorted(grid_dir.glob("*.mpg"))[0]
+    with caplog.at_level(logging.ERROR, logger="stages.generate"):
+        assert generate(models, clip, tmp_path / "face.png", "--emotion", "XYZ") == 2
+    assert "'XYZ'" in caplog.text and "ANG, HAP, NEU, SAD" in caplog.text
+    model = load_voice_to_face(models["vae"], models["out"] / "model.pt")
+    with pytest.raises(UnknownEmotionError):
+        generate_face(clip, model, "XYZ", AudioParams())
+
+
+def test_audio_params_unlike_the_training_clips_are_refused(models, tmp_path, caplog):
+    document = yaml.safe_load(models["params"].read_text())
+    document["audio"]["length_s"] = 2.0
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(document))
+    wav = write_wav(tmp_path / "v.wav", speech_like(np.random.default_rng(1), 2.0, 8000), 8000)
+    with caplog.at_level(logging.ERROR, logger="stages.generate"):
+        code = main([str(wav), "--out", str(tmp_path / "f.png"), "--params", str(params),
+                     "--vae", str(models["vae"]), "--voice", str(models["out"] / "model.pt")])
+    assert code == 2 and "n_samples=29360" in caplog.text
+
+
+def test_default_model_paths_are_the_train_voice_stage_paths_in_dvc_yaml(repo_root):
+    stages = yaml.safe_load((repo_root / "dvc.yaml").read_text())["stages"]
+    vae, voice = stage_model_paths(repo_root / "dvc.yaml")
+    assert vae in stages["train_vae"]["outs"] and vae in stages["train_voice"]["deps"]
+    assert voice in stages["train_voice"]["outs"]
+
+
+def test_missing_model_file_is_a_usage_error(tmp_path, capsys):
+    wav = write_wav(tmp_path / "v.wav", speech_like(np.random.default_rng(2), 1.0, 8000), 8000)
+    with pytest.raises(SystemExit) as error:
+        main([str(wav), "--out", str(tmp_path / "f.png"), "--vae", str(tmp_path / "no.pt"),
+              "--voice", str(tmp_path / "no.pt")])
+    assert error.value.code == 2 and "model file not found" in capsys.readouterr().err
+
+
+def test_parse_code_reads_the_paper_notation():
+    assert parse_code("00110000").tolist() == [0, 0, 1, 1, 0, 0, 0, 0]
+    with pytest.raises(ValueError):
+        parse_code("0012")

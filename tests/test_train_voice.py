@@ -1,0 +1,192 @@
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from pipeline.images import image_grid
+from pipeline.models.vae import load_vae
+from pipeline.models.voice_encoder import VoiceEncoder, VoiceEncoderConfig, load_voice_encoder
+from pipeline.voice_training import (
+    TargetScaler,
+    face_features,
+    fold_output_affine,
+    speaker_variance_ratio,
+    voice_loss,
+)
+from stages.train_vae import main as train_vae_main
+from stages.train_voice import main as train_voice_main
+from tests.factories import make_dataset_dir
+
+CLIP = 29_360  # 3.67 s at 8 kHz
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_voice_loss_is_mse_and_reports_feature_units():
+    predicted, target = torch.zeros(4, 3), torch.ones(4, 3)
+    terms = voice_loss(predicted, target, torch.full((3,), 2.0))
+    assert set(terms) == {"loss", "feature_mse"}
+    assert terms["loss"].item() == pytest.approx(1.0)
+    assert terms["feature_mse"].item() == pytest.approx(4.0)  # error 1 x scale 2, squared
+
+
+def test_target_scaler_standardises_and_floors_constant_features():
+    targets = torch.randn(50, 4) * torch.tensor([1.0, 10.0, 0.1, 0.0]) + 3.0
+    scaler = TargetScaler.fit(targets)
+    standardised = scaler.transform(targets)
+    assert torch.allclose(standardised.mean(0), torch.zeros(4), atol=1e-5)
+    assert torch.allclose(standardised[:, :3].std(0, unbiased=False), torch.ones(3), atol=1e-4)
+    assert scaler.scale[3] > 0  # a constant feature is not divided by zero
+    assert torch.allclose(scaler.inverse(standardised), targets, atol=1e-4)
+    identity = TargetScaler.fit(targets, standardize=False)
+    assert torch.equal(identity.transform(targets), targets)
+
+
+def test_folding_the_scaler_into_the_encoder_is_exact(deterministic_rng):
+    for pooling in ("temporal", "style_tokens"):
+        encoder = VoiceEncoder(VoiceEncoderConfig(out_dim=16, heads=4, pooling=pooling)).eval()
+        waves = torch.randn(3, CLIP)
+        scaler = TargetScaler(shift=torch.randn(16), scale=torch.rand(16) + 0.5)
+        with torch.no_grad():
+            expected = scaler.inverse(encoder(waves))
+            folded = fold_output_affine(encoder, scaler)(waves)
+        assert torch.allclose(folded, expected, atol=1e-5), pooling
+
+
+def test_encoder_output_shape_matches_the_vae_feature_width():
+    encoder = VoiceEncoder(VoiceEncoderConfig(out_dim=16, heads=4))
+    assert encoder(torch.randn(2, CLIP)).shape == (2, 16)
+
+
+def test_loss_decreases_on_a_fixed_batch(deterministic_rng):
+    # Table 1's layers on a 40-frame (0.8 s) window instead of 200, to keep the test fast
+    config = VoiceEncoderConfig(out_dim=16, heads=4, frames=40)
+    encoder = VoiceEncoder(config)
+    waves, targets = torch.randn(4, config.n_samples), torch.randn(4, 16)
+    optimizer = torch.optim.Adam(encoder.parameters(), lr=1e-3)
+    scale = torch.ones(16)
+    losses = []
+    for _ in range(8):
+        loss = voice_loss(encoder(waves), targets, scale)["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_speaker_variance_ratio_measures_collapse(deterministic_rng):
+    speakers = ["a", "a", "b", "b", "c", "c"]
+    true = deterministic_rng.normal(size=(6, 5))
+    assert speaker_variance_ratio(true, true, speakers) == pytest.approx(1.0)
+    assert speaker_variance_ratio(0.5 * true + 3.0, true, speakers) == pytest.approx(0.25)
+    collapsed = np.tile(deterministic_rng.normal(size=(1, 5)), (6, 1))
+    assert speaker_variance_ratio(collapsed, true, speakers) == pytest.approx(0.0, abs=1e-12)
+    # within-speaker variation alone is not spread across speakers
+    within = np.array([[1.0], [-1.0]] * 3) * np.ones((1, 5))
+    assert speaker_variance_ratio(within, true, speakers) == pytest.approx(0.0, abs=1e-12)
+
+
+# --- the stage end to end ------------------------------------------------------------------
+
+
+def write_params(repo_root, path, train_voice, train_vae=None):
+    document = yaml.safe_load((repo_root / "params.yaml").read_text())
+    document["train_vae"].update(train_vae or TINY_VAE)
+    document["train_voice"].update(train_voice)
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+TINY_VAE = {"epochs": 1, "batch_size": 8, "feature_dim": 16, "latent_dim": 8,
+            "channels": [4, 8], "device": "cpu", "grid_faces": 2}
+TINY_VOICE = {"epochs": 2, "batch_size": 8, "checkpoint_every": 1, "device": "cpu",
+              "grid_clips": 3, "collapse_warning": 0.5}
+
+
+def train_tiny_models(tmp_path, repo_root, voice=TINY_VOICE):
+    """Run train_vae then train_voice on a tiny synthetic dataset; return the paths."""
+    dataset = make_dataset_dir(tmp_path / "dataset", {"train": 18, "val": 9, "test": 3},
+                               face_size=16, audio_samples=CLIP)
+    params = write_params(repo_root, tmp_path / "params.yaml", voice)
+    vae = tmp_path / "models" / "vae"
+    assert train_vae_main(["--params", str(params), "--dataset", str(dataset), "--out", str(vae),
+                           "--checkpoints", str(vae / "ckpt"),
+                           "--live", str(tmp_path / "live_vae")]) == 0
+    out = run_voice_stage(tmp_path, params, dataset, vae / "model.pt")
+    return {"dataset": dataset, "params": params, "vae": vae / "model.pt", "out": out}
+
+
+def run_voice_stage(tmp_path, params, dataset, vae):
+    out = tmp_path / "models" / "voice"
+    argv = ["--params", str(params), "--dataset", str(dataset), "--vae", str(vae),
+            "--out", str(out), "--checkpoints", str(out / "checkpoints"),
+            "--live", str(tmp_path / "live_voice")]
+    assert train_voice_main(argv) == 0
+    return out
+
+
+def test_stage_trains_saves_grid_metrics_guards_collapse_and_resumes(
+    tmp_path, repo_root, caplog
+):
+    with caplog.at_level(logging.WARNING, logger="pipeline.voice_training"):
+        run = train_tiny_models(tmp_path, repo_root)
+    out, dataset = run["out"], run["dataset"]
+    meta = json.loads((dataset / "meta.json").read_text())
+    val_speakers = meta["splits"]["val"]["speakers"]
+
+    encoder = load_voice_encoder(out / "model.pt")
+    assert encoder.config.out_dim == load_vae(run["vae"]).config.feature_dim == 16
+    provenance = torch.load(out / "model.pt", weights_only=True)["provenance"]
+    assert provenance["epoch"] == 2 and provenance["emotions"] == meta["emotions"]
+    assert provenance["sample_rate"] == 8000 and provenance["audio_samples"] == CLIP
+
+    metrics = json.loads((tmp_path / "live_voice" / "metrics.json").read_text())["final"]
+    assert metrics["r1_chance"] == pytest.approx(1 / len(val_speakers))
+    assert metrics["val_speakers"] == len(val_speakers)
+    assert 0.0 <= metrics["r1"] <= 1.0
+    # the factory's voices are silent but for their first sample: after the encoder's
+    # per-clip standardisation they are the same waveform, so every voice gives one face
+    assert metrics["collapse_ratio"] < 1e-3
+    assert "collapse guard" in caplog.text
+    assert np.isfinite(metrics["val_mse"]) and np.isfinite(metrics["val_feature_mse"])
+    assert (tmp_path / "live_voice" / "plots" / "metrics" / "val" / "loss.tsv").exists()
+
+    # the saved (folded) encoder predicts raw VAE features: its error against the frozen
+    # VAE's features of the val faces is the reported val_feature_mse
+    from pipeline.data import load_split
+    val = load_split(dataset, "val")
+    with torch.no_grad():
+        predicted = encoder(val.audio)
+    true = face_features(load_vae(run["vae"]), val.face)
+    assert float((predicted - true).pow(2).mean()) == pytest.approx(
+        metrics["val_feature_mse"], rel=1e-4)
+
+    grid = Image.open(out / "voice_to_face.png")
+    # one row per val speaker (3), each true | VAE | voice, tiles of 16 px at scale 2
+    layout = image_grid([np.zeros((16, 16))] * 9, ncols=3, labels=["x"] * 9, scale=2)
+    assert grid.size == layout.size
+
+    other = make_dataset_dir(tmp_path / "other", {"train": 6, "val": 3, "test": 3},
+                             face_size=16, emotions=("HAP", "SAD"))
+    with pytest.raises(ValueError, match="emotions"):
+        run_voice_stage(tmp_path / "other_run", run["params"], other, run["vae"])
+
+    # re-run with more epochs: resumes from the checkpoint at epoch 2 and trains one more
+    params = write_params(repo_root, run["params"], {**TINY_VOICE, "epochs": 3})
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="pipeline.training"):
+        run_voice_stage(tmp_path, params, dataset, run["vae"])
+    assert "resumed from" in caplog.text and "at epoch 2" in caplog.text
+    provenance = torch.load(out / "model.pt", weights_only=True)["provenance"]
+    assert provenance["epoch"] == 3
