@@ -151,7 +151,8 @@ def fit(
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
     state = FitState(model, optimizer, device)
-    provenance = {"params": _plain(params), "identity": _plain(identity or {})}
+    provenance = {"params": _plain(params), "identity": _plain(identity or {}),
+                  "git_revision": git_revision()}
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir else None
     if ckpt_path is not None and ckpt_path.exists():
         _maybe_resume(state, ckpt_path, provenance, resume_ignored)
@@ -332,7 +333,7 @@ def save_checkpoint(path: str | Path, state: FitState, provenance: Mapping[str, 
         "rng": _rng_states(),
         "provenance": {
             **provenance,
-            "git_revision": git_revision(),
+            "git_revision": provenance.get("git_revision") or git_revision(),
             "saved_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "torch_version": str(torch.__version__),
         },
