@@ -1,7 +1,8 @@
 """Benchmark of the train_vae stage: training images per second and the share spent on data.
 
-Runs :func:`pipeline.training.fit` with the default :class:`FaceVAE` (64x64, 003's 8-bit
-emotion code, batch 32) for ``--epochs`` epochs (the first one is warm-up) over a dataset
+Runs :func:`pipeline.training.fit` with the :class:`FaceVAE` and batch size of
+``params.yaml``'s ``train_vae`` section (64x64 faces, 003's 8-bit emotion code) for
+``--epochs`` epochs (the first one is warm-up) over a dataset
 stage output, read two ways:
 
 - ``in_memory``: :func:`pipeline.data.load_split` tensors (the demo default);
@@ -13,13 +14,15 @@ time spent waiting for the next batch (goal: < 10 %). Without ``--dataset`` it w
 synthetic dataset (random 64x64 faces, 8 kHz noise audio) under a temporary directory. The
 machine's load average is printed: on a shared machine the figures are lower bounds.
 
-    .venv/bin/python benchmarks/train_vae.py [--dataset data/dataset] [--faces 512]
+    .venv/bin/python benchmarks/train_vae.py [--params params.yaml] [--dataset data/dataset]
+        [--faces 512]
         [--epochs 2] [--threads 1 0] [--workers 0]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import tempfile
 from pathlib import Path
@@ -28,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from pipeline.config import TrainVaeParams
+from pipeline.config import TrainVaeParams, load_params
 from pipeline.data import ShardDataset, load_split, read_meta
 from pipeline.models.emotion_code import emotion_codes
 from pipeline.models.vae import FaceVAE
@@ -64,12 +67,12 @@ def write_synthetic_dataset(root: Path, n_faces: int, size: int = 64) -> Path:
     return root
 
 
-def measure(dataset: Path, mode: str, device: str, threads: int, workers: int,
-            epochs: int) -> tuple[float, float]:
+def measure(params: TrainVaeParams, dataset: Path, mode: str, device: str, threads: int,
+            workers: int, epochs: int) -> tuple[float, float]:
     """Return (images/s, data-wait share) of the last epoch of a short fit."""
     if threads:
         torch.set_num_threads(threads)
-    params = TrainVaeParams(epochs=epochs, device=device, num_workers=workers)
+    params = dataclasses.replace(params, epochs=epochs, device=device, num_workers=workers)
     meta = read_meta(dataset)
     data = (load_split(dataset, "train") if mode == "in_memory"
             else ShardDataset(dataset, "train", seed=0))
@@ -83,6 +86,8 @@ def measure(dataset: Path, mode: str, device: str, threads: int, workers: int,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"),
+                        help="params.yaml whose train_vae section sets model and batch")
     parser.add_argument("--dataset", type=Path, help="a dataset stage output (default: synthetic)")
     parser.add_argument("--faces", type=int, default=512, help="synthetic training faces")
     parser.add_argument("--epochs", type=int, default=2, help="epochs per run (first = warm-up)")
@@ -90,20 +95,22 @@ def main() -> None:
                         help="torch CPU thread counts to try (0 = torch default)")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers (streaming)")
     args = parser.parse_args()
+    params: TrainVaeParams = load_params(args.params, "train_vae")
 
     default_threads = torch.get_num_threads()
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     with tempfile.TemporaryDirectory() as tmp:
         dataset = args.dataset or write_synthetic_dataset(Path(tmp) / "dataset", args.faces)
         n = len(load_split(dataset, "train"))
-        print(f"train_vae benchmark: {n} faces, batch 32, default FaceVAE; "
+        print(f"train_vae benchmark: {n} faces, batch {params.batch_size}, channels "
+              f"{list(params.channels)}; "
               f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
         for device in devices:
             for threads in args.threads if device == "cpu" else [0]:
                 shown = threads or default_threads
                 for mode in ("in_memory", "streaming"):
-                    rate, wait = measure(dataset, mode, device, threads, args.workers,
-                                         args.epochs)
+                    rate, wait = measure(params, dataset, mode, device, threads,
+                                         args.workers, args.epochs)
                     print(f"  {device:4s} threads={shown} {mode:9s}: {rate:8.1f} images/s, "
                           f"waiting for data {100 * wait:5.1f} % (goal < 10 %)")
 

@@ -31,7 +31,7 @@ from pipeline.config import TrainVaeParams, to_dict
 from pipeline.data import META_JSON, ShardDataset, load_split, read_meta, split_shards
 from pipeline.images import image_grid, save_png
 from pipeline.models.emotion_code import code_string, emotion_codes
-from pipeline.models.vae import FaceVAE, VaeConfig, save_model, vae_loss
+from pipeline.models.vae import FaceVAE, VaeConfig, load_model_file, save_model, vae_loss
 from pipeline.runtime import git_revision
 from pipeline.training import RESUME_IGNORED, DvcLiveCallback, FitSettings, evaluate, fit
 
@@ -118,6 +118,17 @@ def train_vae(
     save_png(label_swap_grid(model, faces, labels, codes, emotions), out_dir / LABEL_SWAP_PNG)
     log.info("final metrics: %s", {k: round(v, 5) for k, v in metrics.items()})
     return metrics
+
+
+def model_emotion_codes(model_path: str | Path) -> tuple[list[str], torch.Tensor]:
+    """Return a trained model's emotion labels and code table ``(n_emotions, code_dim)``.
+
+    Row ``i`` codes ``emotions[i]`` (the dataset's label order), as in training.
+    """
+    provenance = load_model_file(model_path)["provenance"]
+    emotions = list(provenance["emotions"])
+    bits = int(provenance["params"]["code_bits_per_class"])
+    return emotions, emotion_codes(emotions, bits)
 
 
 def _split(params: TrainVaeParams, dataset_dir: str | Path, split: str) -> Dataset:

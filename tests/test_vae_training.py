@@ -11,6 +11,7 @@ from pipeline.models.vae import FaceVAE, VaeConfig, load_vae
 from pipeline.vae_training import (
     dataset_fingerprint,
     label_swap_grid,
+    model_emotion_codes,
     mouth_swap_ratio,
     psnr,
 )
@@ -56,6 +57,8 @@ def test_stage_trains_saves_grids_and_reports_metrics(tmp_path, repo_root, caplo
     provenance = torch.load(out / "model.pt", weights_only=True)["provenance"]
     assert provenance["codes"] == ["00000011", "00110000", "11000000", "00001100"]
     assert provenance["epoch"] == 3 and provenance["data"] == dataset_fingerprint(dataset)
+    emotions, codes = model_emotion_codes(out / "model.pt")
+    assert emotions == ["ANG", "HAP", "NEU", "SAD"] and codes.shape == (4, 8)
 
     metrics = json.loads((tmp_path / "live" / "metrics.json").read_text())["final"]
     for key in ("val_mse", "val_kl", "val_psnr_db", "mean_face_mse", "swap_mouth_ratio"):
@@ -138,8 +141,7 @@ def test_trained_demo_vae_moves_the_mouth_for_hap_vs_sad(repo_root):
     from pipeline.vae_training import swap_decode
 
     model = load_vae(model_path)
-    emotions = torch.load(model_path, weights_only=True)["provenance"]["emotions"]
-    codes = emotion_codes_for(model_path)
+    emotions, codes = model_emotion_codes(model_path)
     faces = load_split(dataset, "val").face
     hap, sad = codes[emotions.index("HAP")], codes[emotions.index("SAD")]
     assert mouth_swap_ratio(model, faces, hap, sad) > 1.0
@@ -150,9 +152,3 @@ def test_trained_demo_vae_moves_the_mouth_for_hap_vs_sad(repo_root):
                          diff[rows, int(0.62 * s):int(0.78 * s)]], dim=1)
     assert corners.mean() > diff.mean()
 
-
-def emotion_codes_for(model_path):
-    from pipeline.models.emotion_code import emotion_codes
-
-    provenance = torch.load(model_path, weights_only=True)["provenance"]
-    return emotion_codes(provenance["emotions"], provenance["params"]["code_bits_per_class"])
