@@ -6,6 +6,11 @@ Part 1 (this script today): the 003 Table 1 encoder on random 3.67 s / 8 kHz cli
   model in train mode - the cost of one training batch without data loading;
 - inference: forward only, eval mode, no autograd - the cost of ``generate`` / validation.
 
+Part 2: the stage's training loop - :func:`pipeline.training.fit` over
+:class:`pipeline.voice_training.VoiceTargets` with the stage's objective (DataLoader, per-epoch
+validation excluded, deterministic algorithms on) - in clips/s, and its ratio to the bare
+train step measured in the same process (the loop's overhead).
+
 It runs on the CPU, and on CUDA too when a GPU is present. The machine's load average is
 printed next to the figures: on a shared machine they are lower bounds.
 
@@ -22,6 +27,8 @@ import torch
 from torch import nn
 
 from pipeline.models.voice_encoder import VoiceEncoder, VoiceEncoderConfig
+from pipeline.training import FitSettings, fit
+from pipeline.voice_training import VoiceObjective, VoiceTargets
 
 CLIP_SAMPLES = 29_360  # 3.67 s at 8 kHz: what the audio stage writes
 
@@ -65,7 +72,26 @@ def measure(device: torch.device, batch: int, steps: int, warmup: int) -> dict[s
     train = clips_per_second(train_step, batch, steps, warmup, device)
     model.eval()
     infer = clips_per_second(inference, batch, steps, warmup, device)
-    return {"train": train, "inference": infer}
+    return {"train": train, "inference": infer, "stage": stage_clips_per_second(
+        device, batch, steps)}
+
+
+def stage_clips_per_second(device: torch.device, batch: int, steps: int) -> float:
+    """Return the train clips/s of the stage's loop: ``fit`` for one epoch of ``steps`` batches.
+
+    A first, untimed one-batch epoch warms up; the figure is the loop's own ``time/images_per_s``
+    (training only, validation excluded) of the second ``fit``.
+    """
+    torch.manual_seed(0)
+    config = VoiceEncoderConfig()
+    data = VoiceTargets(torch.randn(batch * steps, CLIP_SAMPLES),
+                        torch.randn(batch * steps, config.out_dim))
+    objective = VoiceObjective(torch.ones(config.out_dim))
+    settings = FitSettings(epochs=1, batch_size=batch, lr=1e-4, device=device.type)
+    fit(VoiceEncoder(config), objective, VoiceTargets(data.audio[:batch], data.target[:batch]),
+        None, settings, params={})
+    state = fit(VoiceEncoder(config), objective, data, None, settings, params={})
+    return state.history[-1]["time/images_per_s"]
 
 
 def main() -> None:
@@ -91,8 +117,10 @@ def main() -> None:
             f"cpu ({torch.get_num_threads()} threads, {os.cpu_count()} cores)"
         )
         print(f"{name}: train step (fwd+bwd+Adam) {figures['train']:.1f} clips/s, "
-              f"inference {figures['inference']:.1f} clips/s "
-              f"[1-min load average {load_before:.2f} -> {os.getloadavg()[0]:.2f}]")
+              f"inference {figures['inference']:.1f} clips/s; stage loop (fit) "
+              f"{figures['stage']:.1f} clips/s = {figures['stage'] / figures['train']:.2f}x "
+              f"the bare step [1-min load average {load_before:.2f} -> "
+              f"{os.getloadavg()[0]:.2f}]")
         if device.type == "cpu":
             epoch_s = 7442 * 0.8 / figures["train"]
             print(f"  -> one 003 epoch (80 % of CREMA-D's 7,442 clips) ~{epoch_s / 60:.1f} min "
