@@ -34,10 +34,13 @@ from pipeline.config import FacesParams, to_dict
 from pipeline.face_crop import crop_face
 from pipeline.face_scores import (
     canonical_shapes,
+    contour_yaw,
     expression_scores,
     eye_openness,
+    fit_pose_model,
     head_pose,
     least_expressive_reference,
+    pose_design,
 )
 from pipeline.images import image_grid, save_png
 from pipeline.landmarks import track_face
@@ -105,8 +108,11 @@ class TrackSummary:
     clip_id: str
     n_frames: int
     n_faces: int
-    shape_sum: np.ndarray
-    """Sum of the canonical shapes of the clip's frontal-enough frames, ``(68,)`` complex."""
+    gram: np.ndarray
+    """``(3, 3)`` sum of ``X^T X`` (:func:`~pipeline.face_scores.pose_design`) over the
+    clip's frontal-enough frames."""
+    moments: np.ndarray
+    """``(3, 68)`` complex sum of ``X^T shapes`` (canonical shapes) over the same frames."""
     n_shapes: int
 
 
@@ -116,30 +122,50 @@ class Reference:
 
     kind: str
     """``speaker_neutral``, ``clip_least_expressive`` or ``global_mean``."""
-    shape: np.ndarray
-    """``(68,)`` complex canonical shape (for ``clip_least_expressive``: the prior)."""
+    model: np.ndarray
+    """``(3, 68)`` complex neutral pose model (:func:`~pipeline.face_scores.fit_pose_model`;
+    for ``clip_least_expressive``: the prior)."""
+
+
+def pose_scores(landmarks: np.ndarray) -> dict[str, np.ndarray]:
+    """Return per-frame ``yaw``, ``pitch``, ``roll`` (degrees) and ``frontality`` (0..1).
+
+    Yaw is :func:`~pipeline.face_scores.contour_yaw` (left-right symmetry, no per-person
+    bias); pitch and roll come from :func:`~pipeline.face_scores.head_pose`. Frontality is
+    ``cos(yaw) cos(pitch - clip median pitch)``: a generic 3-D face gives every person a
+    constant pitch bias (about -20 degrees on the demo faces), so nodding is measured
+    from the clip's usual head level.
+    """
+    scores = head_pose(landmarks)
+    scores["yaw"] = contour_yaw(landmarks)
+    pitch = scores["pitch"]
+    level = np.nanmedian(pitch) if (~np.isnan(pitch)).any() else 0.0
+    scores["frontality"] = np.cos(np.radians(scores["yaw"])) * np.cos(np.radians(pitch - level))
+    return scores
 
 
 def frame_scores(landmarks: np.ndarray, reference: Reference, max_yaw_deg: float) -> dict:
     """Return per-frame ``yaw``/``pitch``/``roll``/``frontality``/``expression`` arrays.
 
-    Also returns the resolved ``reference_shape``. Frames without landmarks score NaN.
+    Expression is measured against the reference's neutral shape at each frame's own yaw.
+    Also returns the resolved ``reference_model``. Frames without landmarks score NaN.
     """
-    scores = head_pose(landmarks)
+    scores = pose_scores(landmarks)
     scores["eye_openness"] = eye_openness(landmarks)
     valid = ~np.isnan(scores["frontality"])
-    shapes = np.full(landmarks.shape[:2], np.nan + 0j)
-    shapes[valid] = canonical_shapes(landmarks[valid])
-    shape = reference.shape
+    shapes = canonical_shapes(landmarks[valid])
+    design = pose_design(scores["yaw"][valid], max_yaw_deg)
+    model = reference.model
     if reference.kind == "clip_least_expressive":
-        pool = valid & (np.abs(scores["yaw"]) <= max_yaw_deg)
-        pool = pool if pool.any() else valid
-        shape = least_expressive_reference(shapes[pool], shape, LEAST_EXPRESSIVE_SHARE)
+        pool = np.abs(scores["yaw"][valid]) <= max_yaw_deg
+        pool = pool if pool.any() else np.ones_like(pool)
+        model = least_expressive_reference(shapes[pool], design[pool], model,
+                                           LEAST_EXPRESSIVE_SHARE)
     scores["expression"] = np.full(len(landmarks), np.nan)
-    scores["expression"][valid] = expression_scores(shapes[valid], shape)
+    scores["expression"][valid] = expression_scores(shapes, design @ model)
     for name in ("yaw", "pitch", "roll", "frontality", "expression"):
         scores[name] = smooth_in_time(scores[name], SMOOTHING_FRAMES)
-    scores["reference_shape"] = shape
+    scores["reference_model"] = model
     return scores
 
 
@@ -213,11 +239,12 @@ def track_clip(job: ClipJob, params: FacesParams) -> TrackSummary:
     if track.n_faces > 1 and params.multiple_faces == "quarantine":
         raise QuarantineError("multiple_faces", f"{track.n_faces} faces in a frame", job.video)
     np.save(job.track_file, track.landmarks)
-    pose = head_pose(track.landmarks)
-    frontal = ~np.isnan(pose["yaw"]) & (np.abs(pose["yaw"]) <= params.max_yaw_deg)
+    yaw = contour_yaw(track.landmarks)
+    frontal = ~np.isnan(yaw) & (np.abs(yaw) <= params.max_yaw_deg)
     shapes = canonical_shapes(track.landmarks[frontal])
-    return TrackSummary(job.clip_id, track.n_frames, track.n_faces, shapes.sum(axis=0),
-                        int(frontal.sum()))
+    design = pose_design(yaw[frontal], params.max_yaw_deg)
+    return TrackSummary(job.clip_id, track.n_frames, track.n_faces, design.T @ design,
+                        design.T @ shapes, int(frontal.sum()))
 
 
 def select_clip(job: ClipJob, reference: Reference, n_faces: int,
@@ -304,24 +331,25 @@ def read_jobs(catalogue: str | Path, spill_dir: Path,
 def _references(jobs: list[ClipJob], summaries: dict[str, TrackSummary],
                 params: FacesParams) -> dict[str, Reference]:
     """Return each tracked clip's :class:`Reference` (sums in catalogue order: deterministic)."""
-    speaker_sum: dict[str, tuple[np.ndarray, int]] = {}
-    total, count = np.zeros(68, complex), 0
+    empty = (np.zeros((3, 3)), np.zeros((3, 68), complex))
+    speaker_sum: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    total = empty
     for job in jobs:
         summary = summaries.get(job.clip_id)
         if summary is None or summary.n_shapes == 0:
             continue
-        total, count = total + summary.shape_sum, count + summary.n_shapes
+        total = (total[0] + summary.gram, total[1] + summary.moments)
         if job.neutral:
-            s, n = speaker_sum.get(job.speaker_id, (np.zeros(68, complex), 0))
-            speaker_sum[job.speaker_id] = (s + summary.shape_sum, n + summary.n_shapes)
-    global_mean = total / max(count, 1)
+            gram, moments = speaker_sum.get(job.speaker_id, empty)
+            speaker_sum[job.speaker_id] = (gram + summary.gram, moments + summary.moments)
+    global_mean = fit_pose_model(*total) if total[0][0, 0] > 0 else np.zeros((3, 68), complex)
     references = {}
     for job in jobs:
         if job.clip_id not in summaries:
             continue
         if params.reference == "auto" and job.speaker_id in speaker_sum:
-            s, n = speaker_sum[job.speaker_id]
-            references[job.clip_id] = Reference("speaker_neutral", s / n)
+            references[job.clip_id] = Reference("speaker_neutral",
+                                                fit_pose_model(*speaker_sum[job.speaker_id]))
         elif params.reference == "global_mean":
             references[job.clip_id] = Reference("global_mean", global_mean)
         else:

@@ -11,7 +11,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from pipeline.config import FacesParams, to_dict
+from pipeline.config import DemoCorpusParams, FacesParams, to_dict
+from pipeline.demo_corpus import write_corpus
 from pipeline.face_crop import crop_face
 from pipeline.face_scores import (
     canonical_shapes,
@@ -306,3 +307,43 @@ def test_output_is_identical_whatever_the_worker_count(tmp_path, grid_dir, mead_
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
     faces = pq.read_table(tmp_path / "one" / "faces-00000.parquet").to_pydict()
     assert faces["clip_id"] == sorted(r["clip_id"] for r in rows if r["clip_id"] != "zero")
+
+
+# --- ground truth: the embedded demo corpus ------------------------------------------------
+
+DEMO = DemoCorpusParams(n_speakers=4, sentences=("IEO",))  # 16 clips, 12 non-neutral
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """The demo corpus, and the frame each selection mode chose per clip, with the truth."""
+    tmp = tmp_path_factory.mktemp("faces_demo")
+    truth = write_corpus(tmp / "demo", DEMO, workers=2)
+    rows = [{"clip_id": r.clip_id, "speaker_id": str(r.speaker_id), "emotion": r.emotion,
+             "video_path": str(tmp / "demo" / r.video_path)} for r in truth.itertuples()]
+    catalogue = make_catalogue(tmp, rows)
+    chosen = {}
+    for mode in ("peak_emotion", "frontal"):
+        report = run_faces(catalogue, tmp / mode, FacesParams(mode=mode, workers=2))
+        assert report.counts["selected"] == len(truth) and report.n_rejected == 0
+        faces = pq.read_table(tmp / mode / "faces-00000.parquet",
+                              columns=["clip_id", "frame_index"]).to_pandas()
+        chosen[mode] = truth.merge(faces, on="clip_id", validate="one_to_one")
+    return chosen
+
+
+@pytest.mark.slow
+def test_peak_emotion_finds_the_true_peak_frame(demo_run):
+    clips = demo_run["peak_emotion"]
+    emotional = clips[clips.expression_amplitude > 0]
+    assert len(emotional) == 12
+    within = (emotional.frame_index - emotional.peak_frame).abs() <= 2
+    assert within.mean() >= 0.9, emotional[["clip_id", "peak_frame", "frame_index"]]
+
+
+@pytest.mark.slow
+def test_frontal_finds_the_true_most_frontal_frame(demo_run):
+    clips = demo_run["frontal"]
+    assert len(clips) == 16
+    within = (clips.frame_index - clips.frontal_frame).abs() <= 2
+    assert within.mean() >= 0.9, clips[["clip_id", "frontal_frame", "frame_index"]]
