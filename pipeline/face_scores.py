@@ -140,7 +140,8 @@ def contour_yaw(landmarks: np.ndarray) -> np.ndarray:
     needs no per-person depths: on the demo corpus it is unbiased to < 1 degree where the
     generic fit is off by 2-6 degrees per speaker. Positive: the face turns to image right.
     """
-    z = canonical_shapes(landmarks)  # eye-levelled, inter-ocular units
+    with np.errstate(invalid="ignore"):  # frames without landmarks stay NaN
+        z = canonical_shapes(landmarks)  # eye-levelled, inter-ocular units
     offset = (z[:, NOSE_LINE].mean(axis=1) - z[:, CONTOUR_SIDES].mean(axis=1)).real
     return np.degrees(np.arcsin(np.clip(offset / CONTOUR_LEVER, -1.0, 1.0)))
 
