@@ -1,0 +1,208 @@
+"""What users choose DVC for, proved with the real `dvc` on a tiny copy of the project.
+
+One module-scoped reference run (`dvc repro` of the whole pipeline with tiny params, then a
+commit); each test works on its own copy or clone of it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.workflow import (
+    TINY_PARAMS,
+    changed_stages,
+    dvc,
+    git,
+    kill_during,
+    lock_outs,
+    make_project,
+    repro_timed,
+    set_params,
+    stages_run,
+)
+
+pytestmark = pytest.mark.slow
+
+DOWNSTREAM_OF_DATASET = {"dataset", "train_vae", "train_voice", "evaluate"}
+DATA_STAGES = ("download", "faces", "audio", "dataset")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """A tiny project after a full `dvc repro`, committed like a user would."""
+    project = make_project(tmp_path_factory.mktemp("reference") / "project", TINY_PARAMS)
+    run = repro_timed(project)
+    assert stages_run(run.output) == {
+        "download", "faces", "audio", "dataset", "train_vae", "train_voice", "evaluate"}
+    git(project, "add", "-A")
+    git(project, "commit", "-q", "-m", "tiny run")
+    return project, run
+
+
+@pytest.fixture
+def project(reference, tmp_path):
+    """A private copy of the reference project (git history, DVC cache and outputs)."""
+    return Path(shutil.copytree(reference[0], tmp_path / "project", symlinks=True))
+
+
+def test_noop_repro_after_a_full_run(reference):
+    project, _ = reference
+    assert "Data and pipelines are up to date" in dvc(project, "status")
+    assert stages_run(dvc(project, "repro")) == set()
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "changed", "reruns"),
+    [
+        ("train_vae.lr", 0.002, {"train_vae"}, {"train_vae", "train_voice", "evaluate"}),
+        ("audio.sample_rate", 16000, {"audio"}, {"audio"} | DOWNSTREAM_OF_DATASET),
+        ("faces.size", 48, {"faces"}, {"faces"} | DOWNSTREAM_OF_DATASET),
+        ("evaluate.clustering_runs", 5, {"evaluate"}, {"evaluate"}),
+    ],
+)
+def test_a_param_edit_reruns_exactly_the_stages_that_read_it(project, key, value, changed,
+                                                              reruns):
+    set_params(project, {key: value})
+    assert changed_stages(project) == changed
+    assert stages_run(dvc(project, "repro")) == reruns
+    assert changed_stages(project) == set()
+
+
+def test_experiments_show_and_diff_metrics(project):
+    dvc(project, "exp", "run", "-n", "vae-lr", "-S", "train_vae.lr=0.003")
+    dvc(project, "exp", "run", "-n", "voice-lr", "-S", "train_voice.lr=0.0005")
+    shown = dvc(project, "exp", "show", "--no-pager", "--md")
+    assert "vae-lr" in shown and "voice-lr" in shown
+    assert "data/evaluate/metrics.json" in shown or "model.latent.r@1" in shown
+    diff = json.loads(dvc(project, "metrics", "diff", "vae-lr", "voice-lr", "--json"))
+    vae_metrics = diff.get("dvclive/train_vae/metrics.json", {})
+    assert vae_metrics, f"train_vae metrics do not differ between the experiments: {diff}"
+
+
+def test_run_cache_restores_a_reverted_param_without_running(project, reference):
+    set_params(project, {"audio.min_silence_s": 0.8})
+    assert stages_run(dvc(project, "repro", "-s", "audio")) == {"audio"}
+    set_params(project, {"audio.min_silence_s": TINY_PARAMS.get("audio.min_silence_s", 1.0)})
+    output = dvc(project, "repro", "-s", "audio")
+    assert stages_run(output) == set(), output
+    assert "audio" in output and "cached" in output, output
+    assert lock_outs(project)["audio"] == lock_outs(reference[0])["audio"]
+    assert changed_stages(project) == set()
+
+
+def _assert_same_outputs(clone: Path, reference: Path) -> None:
+    assert lock_outs(clone) == lock_outs(reference)
+    for outs in lock_outs(reference).values():
+        for path in outs:
+            source, copy = reference / path, clone / path
+            if source.is_file():
+                assert copy.read_bytes() == source.read_bytes(), path
+            else:
+                names = sorted(p.relative_to(source) for p in source.rglob("*") if p.is_file())
+                assert names == sorted(p.relative_to(copy) for p in copy.rglob("*")
+                                       if p.is_file()), path
+
+
+def test_default_remote_is_a_shared_directory(project, tmp_path):
+    remotes = dvc(project, "remote", "list")
+    assert remotes.split()[0] == "team", remotes
+    dvc(project, "push")
+    shared = (project.parent / "voice2face-dvc-storage").resolve()
+    assert shared.is_dir() and any(shared.rglob("*")), "nothing pushed to the shared directory"
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", str(project), str(clone))
+    dvc(clone, "pull")
+    _assert_same_outputs(clone, project)
+    assert stages_run(dvc(clone, "repro")) == set()
+
+
+def test_ssh_remote_push_fresh_clone_pull(project, tmp_path, ssh_server):
+    url = f"ssh://{ssh_server.user}@127.0.0.1:{ssh_server.port}{tmp_path / 'ssh-remote'}"
+    dvc(project, "remote", "add", "ssh", url)
+    git(project, "commit", "-q", "-am", "ssh remote")
+    dvc(project, "remote", "modify", "--local", "ssh", "keyfile", str(ssh_server.client_key))
+    assert "pushed" in dvc(project, "push", "-r", "ssh")
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", str(project), str(clone))
+    dvc(clone, "remote", "modify", "--local", "ssh", "keyfile", str(ssh_server.client_key))
+    dvc(clone, "pull", "-r", "ssh")
+    _assert_same_outputs(clone, project)
+    assert "Data and pipelines are up to date" in dvc(clone, "status")
+    assert stages_run(dvc(clone, "repro")) == set()
+
+
+def test_another_repository_imports_and_updates_the_dataset(project, tmp_path):
+    consumer = tmp_path / "consumer"
+    consumer.mkdir()
+    git(consumer, "init", "-q")
+    dvc(consumer, "init", "-q")
+    dvc(consumer, "import", str(project), "data/dataset", "-o", "dataset")
+    assert (consumer / "dataset" / "meta.json").read_bytes() == (
+        project / "data" / "dataset" / "meta.json").read_bytes()
+    before = json.loads((consumer / "dataset" / "meta.json").read_text())["splits"]
+
+    set_params(project, {"dataset.seed": 7})
+    assert stages_run(dvc(project, "repro", "-s", "dataset")) == {"dataset"}
+    git(project, "commit", "-q", "-am", "new split")
+    dvc(consumer, "update", "dataset.dvc")
+    after = json.loads((consumer / "dataset" / "meta.json").read_text())["splits"]
+    assert (consumer / "dataset" / "meta.json").read_bytes() == (
+        project / "data" / "dataset" / "meta.json").read_bytes()
+    assert after != before, "a new split seed should give another split"
+
+
+def test_two_runs_from_an_empty_cache_give_identical_outputs(reference, tmp_path):
+    project, _ = reference
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", str(project), str(clone))
+    assert stages_run(repro_timed(clone).output) >= set(DATA_STAGES)
+    first, second = lock_outs(project), lock_outs(clone)
+    for stage in DATA_STAGES:
+        assert second[stage] == first[stage], f"{stage} outputs differ between runs"
+    # Training on CPU with deterministic algorithms: the same metrics to 1e-6.
+    ref = json.loads((project / "data/evaluate/metrics.json").read_text())
+    new = json.loads((clone / "data/evaluate/metrics.json").read_text())
+    for row, values in ref.items():
+        for key, value in values.items():
+            if isinstance(value, float):
+                assert new[row][key] == pytest.approx(value, rel=1e-6, abs=1e-9), (row, key)
+
+
+def test_sigkill_in_each_long_stage_then_repro_completes(reference, tmp_path):
+    project, run = reference
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", str(project), str(clone))
+    durations = run.durations()
+    for stage in ("download", "faces", "train_vae", "train_voice"):
+        kill_during(clone, stage, after_s=max(0.3, 0.5 * durations[stage]))
+        assert stage in changed_stages(clone), f"{stage} finished before the kill"
+    final = repro_timed(clone)
+    assert "train_voice" in stages_run(final.output)
+    assert changed_stages(clone) == set()
+    first, second = lock_outs(project), lock_outs(clone)
+    for stage in DATA_STAGES:
+        assert second[stage] == first[stage], f"{stage} trusted a half-written output"
+
+
+@pytest.fixture
+def ssh_server(tmp_path):
+    """An OpenSSH server on 127.0.0.1 with throwaway host and client keys."""
+    from tests.ssh_server import start_ssh_server
+
+    with start_ssh_server(tmp_path / "sshd") as server:
+        yield server
+
+
+def test_tiny_params_are_valid(tmp_path):
+    project = make_project(tmp_path / "p", TINY_PARAMS)
+    from pipeline.config import SECTIONS, load_params
+
+    for section in SECTIONS:
+        load_params(project / "params.yaml", section)
+    assert subprocess.run(["git", "status", "--porcelain"], cwd=project,
+                          capture_output=True, text=True).stdout == ""
