@@ -32,7 +32,7 @@ from pipeline.download import (
     link_or_copy,
     safe_destination,
 )
-from pipeline.runtime import StageReport, atomic_directory, atomic_path, git_revision
+from pipeline.runtime import StageReport, atomic_directory, atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +56,9 @@ def prepare_dataset(params: DownloadParams, out_dir: Path, cache_dir: Path,
     caller fails the stage when it is non-zero (the rest is still written).
     """
     report = StageReport("download")
-    report.info.update(dataset=params.dataset, params=to_dict(params), code=git_revision(),
-                       cache_dir=str(cache_dir))
+    # No code revision or machine facts here: the output must be byte-identical across runs
+    # and commits (dvc.lock already pins the code that made it).
+    report.info.update(dataset=params.dataset, params=to_dict(params), cache_dir=str(cache_dir))
     options = fetch_options(params, progress)
     with atomic_directory(out_dir) as tmp:
         media = tmp / MEDIA_DIR
