@@ -350,6 +350,10 @@ class TrainVoiceParams:
     """Attention keys / values: the GRU's outputs, or GST's style tokens (DeepTalk)."""
     standardize_targets: bool = True
     """Standardise the VAE features per dimension on train (folded back into the saved model)."""
+    time_shift: bool = True
+    """Rotate each training clip by a random circular shift per draw (augmentation)."""
+    select_best: bool = True
+    """Keep the weights of the epoch with the lowest validation loss, not the last epoch's."""
     collapse_warning: float = 0.1
     """Warn when generated latents vary across val speakers less than this share of true ones."""
     num_workers: int = 0

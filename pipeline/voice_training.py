@@ -18,6 +18,14 @@ dominated by the few with the largest spread; after training the inverse affine 
 folded exactly into the encoder's last projection (:func:`fold_output_affine`), so the
 saved encoder outputs raw VAE features and needs no scaler at generation time.
 
+**Against memorising the training speakers** (16 speakers x 8 clips in the demo): with one
+fixed waveform per clip, the encoder fits the training targets (standardised loss ~0.05)
+from sample positions while its validation loss stays at the mean predictor's (~1.0).
+``time_shift`` rotates every training clip by a random circular shift at each draw
+(:func:`circular_shift`; the clips are tilings of their speech, so a rotation is the same
+utterance), which removes that shortcut; ``select_best`` keeps the weights of the epoch
+with the lowest validation loss (:class:`BestWeights`) instead of the last epoch's.
+
 **Collapse guard** (000 section 4.2: every voice gave the same face): the ratio of the
 variance across validation speakers of the predicted latents to that of the true latents
 (:func:`speaker_variance_ratio`); below ``collapse_warning`` a warning is logged. With
@@ -33,6 +41,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,13 +60,21 @@ from pipeline.images import image_grid, save_png
 from pipeline.models.vae import FaceVAE, load_vae
 from pipeline.models.voice_encoder import VoiceEncoder, VoiceEncoderConfig, save_voice_encoder
 from pipeline.models.voice_to_face import VoiceToFace, vae_emotion_codes
-from pipeline.runtime import git_revision
-from pipeline.training import RESUME_IGNORED, DvcLiveCallback, FitSettings, fit
+from pipeline.runtime import atomic_path, git_revision
+from pipeline.training import (
+    RESUME_IGNORED,
+    Callback,
+    DvcLiveCallback,
+    FitSettings,
+    FitState,
+    fit,
+)
 from pipeline.vae_training import dataset_fingerprint
 
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.pt"
+BEST_NAME = "best.pt"
 GRID_PNG = "voice_to_face.png"
 _STD_FLOOR = 1e-2
 """A feature's std is floored at this share of the mean std: near-constant features are not
@@ -130,18 +147,81 @@ def fold_output_affine(encoder: VoiceEncoder, scaler: TargetScaler) -> VoiceEnco
 
 @dataclass(frozen=True)
 class VoiceTargets(Dataset):
-    """Clips and their precomputed (standardised) targets: samples ``{"audio", "target"}``."""
+    """Clips and their precomputed (standardised) targets: samples ``{"audio", "target"}``.
+
+    With ``time_shift`` every draw of a clip is rotated by a random number of samples
+    (:func:`circular_shift`); the draws come from torch's global generator, which the stage
+    seeds and ``fit`` checkpoints, so a run stays reproducible and resumable.
+    """
 
     audio: torch.Tensor
     """float32 ``(N, L)`` waveforms in [-1, 1)."""
     target: torch.Tensor
     """float32 ``(N, D)`` targets in the training space."""
+    time_shift: bool = False
+    """Rotate each drawn clip by a uniform random shift (training augmentation)."""
 
     def __len__(self) -> int:
         return len(self.audio)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"audio": self.audio[i], "target": self.target[i]}
+        audio = self.audio[i]
+        if self.time_shift:
+            audio = circular_shift(audio, int(torch.randint(audio.shape[-1], ())))
+        return {"audio": audio, "target": self.target[i]}
+
+
+def circular_shift(audio: torch.Tensor, shift: int) -> torch.Tensor:
+    """Return waveform ``(L,)`` rotated left by ``shift`` samples (same length, same samples).
+
+    The audio stage tiles each clip's speech to a fixed length, so a rotation is the same
+    utterance started elsewhere: what identifies a speaker is unchanged, while the absolute
+    sample positions the encoder could otherwise memorise (16 training speakers, 8 clips
+    each, one fixed waveform per clip) change every epoch.
+    """
+    return torch.roll(audio, -shift, dims=-1)
+
+
+class BestWeights(Callback):
+    """Keep the weights of the epoch with the lowest validation loss (early-stopping choice).
+
+    The best weights are also written to ``<directory>/best.pt`` (atomically), so that a
+    resumed run still ends with the best epoch of the whole run, not of its last part.
+    """
+
+    def __init__(self, directory: str | Path | None = None, key: str = "val/loss") -> None:
+        self.path = Path(directory) / BEST_NAME if directory else None
+        self.key = key
+        self.epoch = 0
+        self.value = math.inf
+        self.state: dict[str, torch.Tensor] | None = None
+
+    def on_fit_start(self, state: FitState) -> None:
+        """Restore the best epoch so far of a resumed run from ``best.pt`` when it matches."""
+        if self.path is None or not state.history or not self.path.exists():
+            return
+        saved = torch.load(self.path, map_location="cpu", weights_only=True)
+        epoch = int(saved["epoch"])
+        if epoch <= len(state.history) and state.history[epoch - 1].get(self.key) == saved[
+                "value"]:
+            self.epoch, self.value, self.state = epoch, float(saved["value"]), saved["model"]
+
+    def on_epoch_end(self, state: FitState, record: Mapping[str, float]) -> None:
+        """Copy the weights when this epoch's validation loss is the lowest so far."""
+        value = record.get(self.key)
+        if value is None or not value < self.value:
+            return
+        self.epoch, self.value = state.epoch, float(value)
+        self.state = {k: v.detach().cpu().clone() for k, v in state.model.state_dict().items()}
+        if self.path is not None:
+            with atomic_path(self.path) as tmp:
+                torch.save({"epoch": self.epoch, "value": self.value, "model": self.state}, tmp)
+
+    def restore(self, model: nn.Module) -> int:
+        """Return the best epoch (0: none seen) after loading its weights into ``model``."""
+        if self.state is not None:
+            model.load_state_dict(self.state)
+        return self.epoch
 
 
 @dataclass(frozen=True)
@@ -251,7 +331,7 @@ def voice_to_face_grid(model: VoiceToFace, val: SplitTensors, n: int) -> Image.I
     device = next(model.vae.parameters()).device
     with torch.no_grad():
         mu = model.latents(model.vae.features(faces.to(device)), emotion)
-        recon = model.vae.decode(mu).cpu()
+        recon = model.decode(mu, emotion).cpu()
     generated = model.faces(val.audio[index].to(device), emotion).cpu()
     tiles, labels = [], []
     for i, k in enumerate(index):
@@ -310,19 +390,24 @@ def train_voice(
     identity = {"data": dataset_fingerprint(dataset_dir), "vae": file_sha256(vae_path),
                 "model": config.to_dict()}
     live = DvcLiveCallback(live_dir)
+    best = BestWeights(checkpoint_dir)
     log.info("train_voice: %d train / %d val clips, targets %s from %s", len(train), len(val),
              tuple(train_targets.shape), vae_path)
     state = fit(
         encoder, objective,
-        VoiceTargets(train.audio, scaler.transform(train_targets)),
+        VoiceTargets(train.audio, scaler.transform(train_targets), params.time_shift),
         VoiceTargets(val.audio, scaler.transform(val_targets)), settings,
         params=to_dict(params), checkpoint_dir=checkpoint_dir, identity=identity,
-        callbacks=[live], resume_ignored=(*RESUME_IGNORED, "threads", "grid_clips",
-                                          "collapse_warning"),
+        callbacks=[live, best], resume_ignored=(*RESUME_IGNORED, "threads", "grid_clips",
+                                                "collapse_warning", "select_best"),
     )
+    epoch = state.epoch
+    if params.select_best:
+        epoch = best.restore(encoder)
+        log.info("keeping epoch %d of %d (lowest val loss %.4f)", epoch, state.epoch, best.value)
     encoder = fold_output_affine(encoder.cpu(), scaler)
     model = VoiceToFace(vae, encoder.eval(), emotions, codes)
-    metrics = {"val_mse": state.history[-1]["val/loss"],
+    metrics = {"val_mse": state.history[epoch - 1]["val/loss"], "epoch": float(epoch),
                **voice_metrics(model, val, val_targets, params.collapse_warning)}
     live.finish({f"final/{k}": v for k, v in metrics.items()})
     out_dir = Path(out_dir)
@@ -331,7 +416,8 @@ def train_voice(
         "data": identity["data"], "sample_rate": int(meta["sample_rate"]),
         "audio_samples": int(meta["audio_samples"]), "targets": "vae.features (standardised "
         "in training, folded back)" if params.standardize_targets else "vae.features",
-        "epoch": state.epoch, "global_step": state.global_step, "git_revision": git_revision(),
+        "epoch": epoch, "epochs_trained": state.epoch, "global_step": state.global_step,
+        "git_revision": git_revision(),
         "metrics": metrics,
     })
     save_png(voice_to_face_grid(model, val, params.grid_clips), out_dir / GRID_PNG)

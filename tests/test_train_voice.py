@@ -10,8 +10,12 @@ from PIL import Image
 from pipeline.images import image_grid
 from pipeline.models.vae import load_vae
 from pipeline.models.voice_encoder import VoiceEncoder, VoiceEncoderConfig, load_voice_encoder
+from pipeline.training import FitState
 from pipeline.voice_training import (
+    BestWeights,
     TargetScaler,
+    VoiceTargets,
+    circular_shift,
     face_features,
     fold_output_affine,
     speaker_variance_ratio,
@@ -97,6 +101,64 @@ def test_speaker_variance_ratio_measures_collapse(deterministic_rng):
     assert speaker_variance_ratio(within, true, speakers) == pytest.approx(0.0, abs=1e-12)
 
 
+def test_circular_shift_rotates_without_losing_samples():
+    wave = torch.arange(10.0)
+    shifted = circular_shift(wave, 3)
+    assert shifted.shape == wave.shape
+    assert shifted.tolist() == [3, 4, 5, 6, 7, 8, 9, 0, 1, 2]
+    assert torch.equal(circular_shift(wave, 0), wave)
+    assert torch.equal(circular_shift(wave, 10), wave)
+
+
+def test_time_shift_draws_are_seeded_and_only_rotate(deterministic_rng):
+    audio, target = torch.randn(3, 500), torch.randn(3, 4)
+    data = VoiceTargets(audio, target, time_shift=True)
+
+    def draws(seed):
+        torch.manual_seed(seed)
+        return [data[i]["audio"] for i in (0, 1, 2, 0)]
+
+    first, again, other = draws(1), draws(1), draws(2)
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(first, other, strict=True))
+    for sample, i in zip(first, (0, 1, 2, 0), strict=True):
+        assert sample.shape == audio[i].shape
+        shifts = [k for k in range(500) if torch.equal(circular_shift(audio[i], k), sample)]
+        assert len(shifts) == 1  # a pure rotation of the clip's own samples
+    assert not torch.equal(first[0], first[3])  # a new shift at every draw
+    assert torch.equal(data[1]["target"], target[1])
+    assert torch.equal(VoiceTargets(audio, target)[2]["audio"], audio[2])  # off: unchanged
+
+
+def test_best_weights_keeps_and_restores_the_lowest_val_loss_epoch(tmp_path):
+    model = torch.nn.Linear(2, 1)
+    state = FitState(model, torch.optim.SGD(model.parameters(), lr=0.1), torch.device("cpu"))
+    best = BestWeights(tmp_path)
+    best.on_fit_start(state)
+    weights = {}
+    for epoch, loss in enumerate([0.9, 0.5, 0.7, 0.6], start=1):
+        with torch.no_grad():
+            model.weight.fill_(float(epoch))
+        state.epoch = epoch
+        record = {"epoch": float(epoch), "val/loss": loss}
+        state.history.append(record)
+        best.on_epoch_end(state, record)
+        weights[epoch] = model.weight.clone()
+    assert best.restore(model) == 2
+    assert torch.equal(model.weight, weights[2])
+
+    # a resumed run (history restored from a checkpoint) picks the best epoch up from best.pt
+    resumed = BestWeights(tmp_path)
+    resumed.on_fit_start(state)
+    fresh = torch.nn.Linear(2, 1)
+    assert resumed.restore(fresh) == 2 and torch.equal(fresh.weight, weights[2])
+    # ... but not one that does not match this run's history
+    state.history[1] = {"epoch": 2.0, "val/loss": 0.55}
+    stale = BestWeights(tmp_path)
+    stale.on_fit_start(state)
+    assert stale.restore(torch.nn.Linear(2, 1)) == 0
+
+
 # --- the stage end to end ------------------------------------------------------------------
 
 
@@ -136,6 +198,13 @@ def run_voice_stage(tmp_path, params, dataset, vae):
     return out
 
 
+def best_val_epoch(live_dir):
+    """Return the epoch (dvclive step) of the lowest val loss in a dvclive directory."""
+    rows = (live_dir / "plots" / "metrics" / "val" / "loss.tsv").read_text().split("\n")[1:]
+    steps_losses = [tuple(float(x) for x in row.split("\t")[:2]) for row in rows if row]
+    return int(min(steps_losses, key=lambda sl: sl[1])[0])
+
+
 def test_stage_trains_saves_grid_metrics_guards_collapse_and_resumes(
     tmp_path, repo_root, caplog
 ):
@@ -148,7 +217,8 @@ def test_stage_trains_saves_grid_metrics_guards_collapse_and_resumes(
     encoder = load_voice_encoder(out / "model.pt")
     assert encoder.config.out_dim == load_vae(run["vae"]).config.feature_dim == 16
     provenance = torch.load(out / "model.pt", weights_only=True)["provenance"]
-    assert provenance["epoch"] == 2 and provenance["emotions"] == meta["emotions"]
+    assert provenance["epochs_trained"] == 2 and provenance["emotions"] == meta["emotions"]
+    assert provenance["epoch"] == best_val_epoch(tmp_path / "live_voice")
     assert provenance["sample_rate"] == 8000 and provenance["audio_samples"] == CLIP
 
     metrics = json.loads((tmp_path / "live_voice" / "metrics.json").read_text())["final"]
@@ -189,4 +259,5 @@ def test_stage_trains_saves_grid_metrics_guards_collapse_and_resumes(
         run_voice_stage(tmp_path, params, dataset, run["vae"])
     assert "resumed from" in caplog.text and "at epoch 2" in caplog.text
     provenance = torch.load(out / "model.pt", weights_only=True)["provenance"]
-    assert provenance["epoch"] == 3
+    assert provenance["epochs_trained"] == 3
+    assert provenance["epoch"] == best_val_epoch(tmp_path / "live_voice")
