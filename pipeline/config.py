@@ -2,7 +2,7 @@
 
 ``load_params(path, "faces")`` returns a :class:`FacesParams`. Unknown keys, missing keys and
 values of the wrong type or out of range raise ``ValueError`` naming the full key
-(``faces.size``), so a typo in ``params.yaml`` fails before a stage does any work.
+(``faces.crop_size``), so a typo in ``params.yaml`` fails before a stage does any work.
 Nested sections (``download.demo``) are nested dataclasses.
 """
 
@@ -158,7 +158,7 @@ class DownloadParams:
 class FacesParams:
     """The ``faces`` stage: frame selection and face crops."""
 
-    size: int = 64
+    crop_size: int = 64
     """Side of the square grayscale crop (003: 64; 000: 150)."""
     mode: Literal["peak_emotion", "frontal", "combined"] = "peak_emotion"
     """Frame selection: 003's peak emotion, 000's most frontal frame, or a weighted mix."""
@@ -168,6 +168,9 @@ class FacesParams:
     """Frames turned further than this are not frontal enough for ``peak_emotion``."""
     detect_every: int = 10
     """Run the HOG detector on every N-th frame and track the box in between."""
+    landmark_every: int = 3
+    """Coarse to fine: predict landmarks on every N-th frame, then on every frame within
+    +-N of the best coarse candidates (1 = every frame)."""
     detect_scale: float = 0.5
     """Downscale factor of the frames the detector sees."""
     max_detect_scale: float = 2.0
@@ -191,10 +194,11 @@ class FacesParams:
     """Target size of an output Parquet shard in MB."""
 
     def __post_init__(self) -> None:
-        _check_range(self.size, "faces.size", 16, 512)
+        _check_range(self.crop_size, "faces.crop_size", 16, 512)
         _check_range(self.expression_weight, "faces.expression_weight", 0.0, 1.0)
         _check_range(self.max_yaw_deg, "faces.max_yaw_deg", 0.0, 90.0)
         _check_range(self.detect_every, "faces.detect_every", 1, 1000)
+        _check_range(self.landmark_every, "faces.landmark_every", 1, 30)
         _check_range(self.detect_scale, "faces.detect_scale", 0.1, 2.0)
         _check_range(self.max_detect_scale, "faces.max_detect_scale", self.detect_scale, 4.0)
         _check_range(self.margin, "faces.margin", 0.0, 1.0)
@@ -295,6 +299,8 @@ class TrainVaeParams:
     """Weight of the KL term (beta-VAE)."""
     conditional: bool = True
     """Append the emotion code to the features before mu / log-variance (003 section 3.4)."""
+    decoder_code: bool = True
+    """Also feed the code to the decoder with z (CVAE, Sohn et al. 2015); needs conditional."""
     code_bits_per_class: int = 2
     """Bits per emotion class in the code (003: 2 bits x 4 classes = 8)."""
     checkpoint_every: int = 5

@@ -50,7 +50,6 @@ from pipeline.runtime import (
     StageReport,
     atomic_directory,
     default_workers,
-    git_revision,
 )
 from pipeline.schemas import FACES, conform
 from pipeline.shards import ShardWriter
@@ -258,7 +257,7 @@ def select_clip(job: ClipJob, reference: Reference, n_faces: int,
     scores = frame_scores(landmarks, reference, params.max_yaw_deg)
     index = select_frame(scores, params.mode, job.neutral, params)
     points = landmarks[index]
-    face = crop_face(read_gray_frame(job.video, index), points, params.size, params.margin)
+    face = crop_face(read_gray_frame(job.video, index), points, params.crop_size, params.margin)
     low, high = points.min(axis=0), points.max(axis=0)
     curves = pa.table(
         {"clip_id": [job.clip_id] * len(landmarks), "frame_index": np.arange(len(landmarks)),
@@ -270,7 +269,7 @@ def select_clip(job: ClipJob, reference: Reference, n_faces: int,
         "frame_index": index,
         "n_frames": len(landmarks),
         "face": face.tobytes(),
-        "size": params.size,
+        "size": params.crop_size,
         "landmarks": points.reshape(-1).tolist(),
         "bbox": [int(np.floor(low[0])), int(np.floor(low[1])),
                  int(np.ceil(high[0])), int(np.ceil(high[1]))],
@@ -392,9 +391,10 @@ def run_faces(catalogue: str | Path, out_dir: str | Path, params: FacesParams) -
               as curves):
             sheet_rows = _select_all(tasks, params, workers, (writer, curves), report)
         shutil.rmtree(spill)
-        _contact_sheet(sheet_rows, params.size, tmp / CONTACT_SHEET)
-        report.info.update({"params": to_dict(params), "workers": workers,
-                            "shards": len(writer.paths), "code_version": git_revision()})
+        _contact_sheet(sheet_rows, params.crop_size, tmp / CONTACT_SHEET)
+        # Nothing run- or machine-specific (worker count, code revision): the output must be
+        # byte-identical whatever the machine; dvc.lock pins the code.
+        report.info.update({"params": to_dict(params), "shards": len(writer.paths)})
         report.write(tmp)
     return report
 

@@ -5,7 +5,7 @@ Usage: ``python -m stages.generate AUDIO --out face.png [--emotion HAP] [--param
 own code with the ``audio`` params section; the models default to the paths the
 ``train_voice`` stage of ``dvc.yaml`` reads and writes (its ``--vae`` and ``--out``). The
 emotion defaults to NEU (or the VAE's first emotion if it has no NEU); the PNG is
-``faces.size`` pixels square unless ``--size`` says otherwise.
+``faces.crop_size`` pixels square unless ``--size`` says otherwise.
 
 Exit status 2, with a message naming the file and the reason, for an unreadable file, a
 file without speech, an unknown emotion name or models that do not fit together.
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vae", help="VAE model.pt (default: dvc.yaml's train_voice --vae)")
     parser.add_argument("--voice", help="voice model.pt (default: dvc.yaml's train_voice --out)")
     parser.add_argument("--dvc-yaml", default="dvc.yaml", help="where the default paths are read")
-    parser.add_argument("--size", type=int, help="PNG side in pixels (default: faces.size)")
+    parser.add_argument("--size", type=int, help="PNG side in pixels (default: faces.crop_size)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
 
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     for path in (vae_path, voice_path):
         if not Path(path).is_file():
             parser.error(f"{path}: model file not found (train it with dvc repro, or pass it)")
-    size = args.size or load_params(args.params, "faces").size
+    size = args.size or load_params(args.params, "faces").crop_size
     try:
         model = load_voice_to_face(vae_path, voice_path)
         face = generate_face(args.audio, model, args.emotion,

@@ -80,9 +80,9 @@ def test_every_field_is_documented():
 @pytest.mark.parametrize(
     ("cls", "values", "key"),
     [
-        (FacesParams, {"size": 4}, "faces.size"),
+        (FacesParams, {"crop_size": 4}, "faces.crop_size"),
         (FacesParams, {"mode": "sideways"}, "faces.mode"),
-        (FacesParams, {"size": "64"}, "faces.size"),
+        (FacesParams, {"crop_size": "64"}, "faces.crop_size"),
         (FacesParams, {"sizee": 64}, "sizee"),
         (AudioParams, {"sample_rate": 8000.5}, "audio.sample_rate"),
         (AudioParams, {"length_s": 10.0, "max_input_s": 5.0}, "audio.max_input_s"),
@@ -101,16 +101,30 @@ def test_bad_values_name_the_key(cls, values, key):
 def test_params_are_frozen():
     params = FacesParams()
     with pytest.raises(dataclasses.FrozenInstanceError):
-        params.size = 128  # type: ignore[misc]
+        params.crop_size = 128  # type: ignore[misc]
 
 
 def test_missing_section_is_a_clear_error(tmp_path):
     path = tmp_path / "params.yaml"
-    path.write_text("faces: {size: 64}\n")
-    assert load_params(path, "faces").size == 64
+    path.write_text("faces: {crop_size: 64}\n")
+    assert load_params(path, "faces").crop_size == 64
     with pytest.raises(ValueError, match="audio: section missing"):
         load_params(path, "audio")
 
 
 def test_audio_sample_count_matches_the_paper():
     assert AudioParams().n_samples == 29_360  # 003: 3.67 s at 8 kHz
+
+
+def test_no_param_is_named_like_dvc_file_metadata(repo_root):
+    """DVC's run-cache hash drops every key named size or nfiles (treeverse/dvc#10296)."""
+
+    def keys(node, prefix=""):
+        for key, value in node.items():
+            yield f"{prefix}{key}"
+            if isinstance(value, dict):
+                yield from keys(value, f"{prefix}{key}.")
+
+    document = yaml.safe_load((repo_root / "params.yaml").read_text())
+    clashes = [k for k in keys(document) if k.rsplit(".", 1)[-1] in ("size", "nfiles")]
+    assert not clashes, f"rename {clashes}: edits would restore stale outputs from the run-cache"

@@ -17,6 +17,7 @@ from tests.workflow import (
     TINY_PARAMS,
     changed_stages,
     dvc,
+    dvc_json,
     git,
     kill_during,
     lock_outs,
@@ -61,7 +62,7 @@ def test_noop_repro_after_a_full_run(reference):
     [
         ("train_vae.lr", 0.002, {"train_vae"}, {"train_vae", "train_voice", "evaluate"}),
         ("audio.sample_rate", 16000, {"audio"}, {"audio"} | DOWNSTREAM_OF_DATASET),
-        ("faces.size", 48, {"faces"}, {"faces"} | DOWNSTREAM_OF_DATASET),
+        ("faces.crop_size", 48, {"faces"}, {"faces"} | DOWNSTREAM_OF_DATASET),
         ("evaluate.clustering_runs", 5, {"evaluate"}, {"evaluate"}),
     ],
 )
@@ -79,7 +80,7 @@ def test_experiments_show_and_diff_metrics(project):
     shown = dvc(project, "exp", "show", "--no-pager", "--md")
     assert "vae-lr" in shown and "voice-lr" in shown
     assert "data/evaluate/metrics.json" in shown or "model.latent.r@1" in shown
-    diff = json.loads(dvc(project, "metrics", "diff", "vae-lr", "voice-lr", "--json"))
+    diff = dvc_json(project, "metrics", "diff", "vae-lr", "voice-lr")
     vae_metrics = diff.get("dvclive/train_vae/metrics.json", {})
     assert vae_metrics, f"train_vae metrics do not differ between the experiments: {diff}"
 
@@ -137,6 +138,7 @@ def test_ssh_remote_push_fresh_clone_pull(project, tmp_path, ssh_server):
 
 
 def test_another_repository_imports_and_updates_the_dataset(project, tmp_path):
+    dvc(project, "push")  # a data registry serves its data from its remote
     consumer = tmp_path / "consumer"
     consumer.mkdir()
     git(consumer, "init", "-q")
@@ -149,6 +151,7 @@ def test_another_repository_imports_and_updates_the_dataset(project, tmp_path):
     set_params(project, {"dataset.seed": 7})
     assert stages_run(dvc(project, "repro", "-s", "dataset")) == {"dataset"}
     git(project, "commit", "-q", "-am", "new split")
+    dvc(project, "push")
     dvc(consumer, "update", "dataset.dvc")
     after = json.loads((consumer / "dataset" / "meta.json").read_text())["splits"]
     assert (consumer / "dataset" / "meta.json").read_bytes() == (

@@ -49,19 +49,23 @@ def env() -> dict[str, str]:
     }
 
 
-def run(cwd: Path, *args: str, check: bool = True, timeout: float = 600) -> str:
-    """Run a command in ``cwd``; return its combined output (raise with it on failure)."""
-    done = subprocess.run(args, cwd=cwd, env=env(), capture_output=True, text=True,
-                          timeout=timeout)
+def run(cwd: Path, *args: str, check: bool = True, stdout_only: bool = False) -> str:
+    """Run a command in ``cwd``; return its output (raise with it on failure)."""
+    done = subprocess.run(args, cwd=cwd, env=env(), capture_output=True, text=True, timeout=900)
     output = done.stdout + done.stderr
     if check and done.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({done.returncode}):\n{output[-4000:]}")
-    return output
+    return done.stdout if stdout_only else output
 
 
 def dvc(cwd: Path, *args: str, check: bool = True) -> str:
     """Run ``dvc ARGS`` in ``cwd``; return its output."""
     return run(cwd, "dvc", *args, check=check)
+
+
+def dvc_json(cwd: Path, *args: str) -> Any:
+    """Run ``dvc ARGS --json`` in ``cwd``; return the parsed JSON (warnings go to stderr)."""
+    return json.loads(run(cwd, "dvc", *args, "--json", stdout_only=True))
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -76,7 +80,7 @@ def stages_run(output: str) -> set[str]:
 
 def changed_stages(cwd: Path) -> set[str]:
     """Return the stages `dvc status` reports as changed."""
-    status = json.loads(dvc(cwd, "status", "--json"))
+    status = dvc_json(cwd, "status")
     return {name.split(":")[-1] for name in status}
 
 
