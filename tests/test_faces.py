@@ -20,8 +20,8 @@ from pipeline.face_scores import (
     head_pose,
     model_points_3d,
 )
-from pipeline.faces import run_faces, select_frame
-from pipeline.landmarks import track_face
+from pipeline.faces import refine_windows, run_faces, select_frame, smoothing_support
+from pipeline.landmarks import fill_landmarks, track_face
 from pipeline.runtime import QuarantineError
 from pipeline.video import read_gray_frame
 from tests.conftest import shared_dataset
@@ -81,7 +81,7 @@ def test_frames_without_landmarks_score_nan():
 @pytest.fixture(scope="module")
 def grid_track():
     path = shared_dataset("grid-samples") / "bbaf2n.mpg"
-    return path, track_face(path, FacesParams())
+    return path, track_face(path, FacesParams(landmark_every=1))
 
 
 def similarity(landmarks: np.ndarray, angle_deg: float, scale: float, shift) -> np.ndarray:
@@ -111,6 +111,41 @@ def test_track_has_landmarks_on_every_grid_frame(grid_track):
     assert track.max_face_width > 80
 
 
+def inter_ocular(landmarks: np.ndarray) -> np.ndarray:
+    return np.linalg.norm(landmarks[:, 36:42].mean(axis=1) - landmarks[:, 42:48].mean(axis=1),
+                          axis=-1)
+
+
+def test_sparse_track_measures_every_third_frame_and_stays_on_the_face(grid_track):
+    path, dense = grid_track
+    sparse = track_face(path, FacesParams(landmark_every=3))
+    assert sparse.n_frames == 75
+    # Widths are read on the first landmarked frame after each detection: others than dense.
+    assert sparse.max_face_width == pytest.approx(dense.max_face_width, rel=0.05)
+    assert np.array_equal(np.flatnonzero(sparse.measured), np.arange(0, 75, 3))  # 0 is fresh
+    assert sparse.n_predictions == 25 + 1  # + the refit of the first detection
+    assert (sparse.boxes[:, 2] > sparse.boxes[:, 0]).all()  # a tracked box on every frame
+    assert np.isnan(sparse.landmarks[~sparse.measured]).all()  # nothing interpolated
+    error = np.linalg.norm(sparse.landmarks - dense.landmarks, axis=-1).mean(axis=-1)
+    assert np.nanmax(error / inter_ocular(dense.landmarks)) < 0.05
+
+
+def test_fill_landmarks_measures_the_wanted_frames_and_returns_them(grid_track):
+    path, dense = grid_track
+    sparse = track_face(path, FacesParams(landmark_every=3))
+    wanted = np.zeros(75, bool)
+    wanted[[*range(10, 21), 40]] = True
+    filled, frames, calls = fill_landmarks(path, sparse.landmarks, sparse.boxes, wanted)
+    assert calls == (wanted & ~sparse.measured).sum() == 8 + 1  # 12, 15, 18 were measured
+    assert sorted(frames) == np.flatnonzero(wanted).tolist()
+    assert np.array_equal(frames[40], read_gray_frame(path, 40))
+    measured = ~np.isnan(filled[:, 0, 0])
+    assert np.array_equal(measured, sparse.measured | wanted)
+    assert np.array_equal(filled[sparse.measured], sparse.landmarks[sparse.measured])
+    error = np.linalg.norm(filled[wanted] - dense.landmarks[wanted], axis=-1).mean(axis=-1)
+    assert (error / inter_ocular(dense.landmarks[wanted]) < 0.05).all()
+
+
 # --- selection ------------------------------------------------------------------------------
 
 
@@ -136,6 +171,25 @@ def test_combined_mode_weighs_expression_against_frontality():
     assert select_frame(s, "combined", False, FacesParams(expression_weight=0.0)) == 0
     assert select_frame(s, "combined", False, FacesParams(expression_weight=1.0)) == 2
     assert select_frame(s, "combined", True, FacesParams(expression_weight=0.9)) == 0
+
+
+def test_refine_windows_cover_the_best_coarse_candidates():
+    n = 40
+    frontality = np.full(n, np.nan)
+    frontality[::3] = 0.9
+    frontality[30], frontality[9], frontality[12] = 0.99, 0.98, 0.97  # 12: inside 9's window
+    s = scores_of(frontality, np.zeros(n), np.zeros(n))
+    wanted = refine_windows(s, "frontal", False, FacesParams(landmark_every=3))
+    expected = np.zeros(n, bool)
+    expected[27:34] = expected[6:13] = True  # +-landmark_every
+    assert np.array_equal(wanted, expected)
+    support = np.zeros(n, bool)
+    support[25:36] = support[4:15] = True  # + half the 5-frame smoothing window
+    assert np.array_equal(smoothing_support(wanted), support)
+    # The final choice stays in the windows even where a coarse frame outside scores higher.
+    s["frontality"][0] = 1.0
+    assert select_frame(s, "frontal", False, FacesParams(), among=wanted) == 30
+    assert select_frame(s, "frontal", False, FacesParams()) == 0
 
 
 def test_blinks_and_missing_frames_are_never_chosen():
@@ -227,7 +281,7 @@ def test_every_grid_clip_yields_a_face(real_run):
     assert set(grid_ids) <= set(faces.index)
     for clip in grid_ids:
         row = faces.loc[clip]
-        assert len(row["face"]) == REAL_PARAMS.size**2
+        assert len(row["face"]) == REAL_PARAMS.crop_size**2
         assert 0 <= row["frame_index"] < row["n_frames"] == 75
         assert abs(row["yaw"]) <= REAL_PARAMS.max_yaw_deg
         assert row["reference"] == "clip_least_expressive"  # no NEU clips for GRID speakers
@@ -242,6 +296,13 @@ def test_mead_peak_frames_are_more_expressive_than_the_median_frame(real_run):
         frames = curves[curves.clip_id == clip]
         chosen = frames[frames.chosen]
         assert len(chosen) == 1 and chosen.frame_index.iloc[0] == faces.loc[clip, "frame_index"]
+        assert chosen.measured.iloc[0]
+        assert frames.expression[~frames.measured].isna().all()  # nothing interpolated
+        # Coarse to fine: the chosen frame's +-landmark_every neighbours were all measured.
+        around = frames[(frames.frame_index - chosen.frame_index.iloc[0]).abs()
+                        <= REAL_PARAMS.landmark_every]
+        assert around.measured.all() and frames.refined.any()
+        assert frames.measured.mean() < 0.7  # not every frame (landmark_every 3)
         assert faces.loc[clip, "reference"] == "speaker_neutral"
         if "neutral" in clip:
             continue
@@ -282,7 +343,7 @@ def test_shards_are_sorted_and_the_contact_sheet_shows_the_faces(real_run):
     ids = shard.column("clip_id").to_pylist()
     assert ids == sorted(ids)
     sheet = Image.open(real_run["out"] / "contact_sheet.png")
-    assert sheet.mode == "L" and sheet.width >= 8 * REAL_PARAMS.size
+    assert sheet.mode == "L" and sheet.width >= 8 * REAL_PARAMS.crop_size
     assert not (real_run["out"] / ".tracks").exists()
 
 
