@@ -71,6 +71,7 @@ def vae_config(params: TrainVaeParams, face_size: int, n_emotions: int) -> VaeCo
         latent_dim=params.latent_dim,
         code_dim=n_emotions * params.code_bits_per_class,
         conditional=params.conditional,
+        decoder_code=params.decoder_code,
         channels=params.channels,
     )
 
@@ -200,12 +201,16 @@ def _mean_face(data: Dataset) -> torch.Tensor:
 
 @torch.no_grad()
 def swap_decode(model: FaceVAE, faces: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
-    """Return ``faces (B, 1, S, S)`` re-encoded with one emotion ``code`` and decoded (z = mu)."""
+    """Return ``faces (B, 1, S, S)`` re-encoded with one emotion ``code`` and decoded (z = mu).
+
+    The swapped code enters both the posterior and (when the model takes it) the decoder.
+    """
     model.eval()
     device = next(model.parameters()).device
     faces = faces.to(device)
-    mu, _ = model.posterior(model.features(faces), code.to(device).expand(len(faces), -1))
-    return model.decode(mu).cpu()
+    codes = code.to(device).expand(len(faces), -1)
+    mu, _ = model.posterior(model.features(faces), codes)
+    return model.decode(mu, codes).cpu()
 
 
 def mouth_swap_ratio(

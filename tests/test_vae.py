@@ -31,7 +31,7 @@ def test_layer_shapes_follow_the_config(size):
     assert h.shape == (3, 32)
     mu, logvar = model.posterior(h, code)
     assert mu.shape == logvar.shape == (3, 12)
-    recon = model.decode(model.reparameterise(mu, logvar))
+    recon = model.decode(model.reparameterise(mu, logvar), code)
     assert recon.shape == (3, 1, size, size)
     assert recon.min() >= 0.0 and recon.max() <= 1.0
     out = model(x, code)
@@ -41,7 +41,8 @@ def test_layer_shapes_follow_the_config(size):
     }
     # every transposed conv lands exactly on the encoder's size at that depth
     sizes = encoder_sizes(size, 4)
-    shapes, t = [], model.from_latent(mu).view(3, 64, sizes[-1], sizes[-1])
+    bottom = model.from_latent(torch.cat([mu, code], dim=1))
+    shapes, t = [], bottom.view(3, 64, sizes[-1], sizes[-1])
     for layer in model.decoder:
         t = layer(t)
         if isinstance(layer, torch.nn.ConvTranspose2d):
@@ -71,6 +72,25 @@ def test_emotion_code_enters_the_posterior_only_when_conditional():
                               channels=(4,)))
     assert plain.to_mu.in_features == 8
     assert torch.equal(plain.posterior(h, None)[0], plain.posterior(h, torch.ones(2, 8))[0])
+
+
+def test_the_decoder_takes_the_code_only_with_decoder_code():
+    torch.manual_seed(0)
+    z = torch.randn(2, 4)
+    happy, sad = torch.eye(2)[[0, 0]], torch.eye(2)[[1, 1]]
+    cvae = FaceVAE(VaeConfig(image_size=16, feature_dim=8, latent_dim=4, code_dim=2,
+                             channels=(4,))).eval()
+    assert cvae.config.decodes_code and cvae.from_latent.in_features == 4 + 2
+    assert not torch.allclose(cvae.decode(z, happy), cvae.decode(z, sad))
+    with pytest.raises(ValueError, match=r"decoder_code=True\): call decode\(z, code\)"):
+        cvae.decode(z)
+    for config in (VaeConfig(image_size=16, feature_dim=8, latent_dim=4, code_dim=2,
+                             channels=(4,), decoder_code=False),  # 003: encoder only
+                   VaeConfig(image_size=16, feature_dim=8, latent_dim=4, code_dim=2,
+                             channels=(4,), conditional=False)):
+        model = FaceVAE(config).eval()
+        assert not config.decodes_code and model.from_latent.in_features == 4
+        assert torch.equal(model.decode(z), model.decode(z, happy))
 
 
 def test_reparameterisation_samples_mu_plus_sigma_eps():
@@ -133,6 +153,20 @@ def test_saved_model_loads_weights_only_and_decodes_the_same(tmp_path):
     assert payload["provenance"] == {"params": {"beta": 1.0}, "epoch": 3}
     loaded = load_vae(path)
     assert loaded.config == model.config and not loaded.training
+    z, code = torch.randn(2, 4), torch.eye(6)[:2]
+    assert torch.equal(loaded.decode(z, code), model.decode(z, code))
+
+
+def test_a_model_file_from_before_decoder_code_loads_encoder_only(tmp_path):
+    torch.manual_seed(0)
+    model = FaceVAE(VaeConfig(image_size=16, feature_dim=8, latent_dim=4, code_dim=2,
+                              channels=(4,), decoder_code=False)).eval()
+    path = save_model(tmp_path / "model.pt", model, {})
+    payload = torch.load(path, weights_only=True)
+    del payload["config"]["decoder_code"]
+    torch.save(payload, path)
+    loaded = load_vae(path)
+    assert loaded.config == model.config
     z = torch.randn(2, 4)
     assert torch.equal(loaded.decode(z), model.decode(z))
 

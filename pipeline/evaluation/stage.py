@@ -11,6 +11,9 @@ encoder, and scores five predictions of every test clip's latent through the one
 - ``mean_face``, ``random_speaker``, ``sex_mean_face``: the baselines of
   :mod:`pipeline.evaluation.baselines`, from the training latents.
 
+Every row's latents are decoded with the clip's labelled emotion code when the VAE's decoder
+takes the code (``decoder_code``, CVAE-style), so the rows differ only in their latents.
+
 Outputs, all in ``out_dir`` (the stage's ``--out``), each written atomically:
 
 - ``metrics.json``: the results table ``{row: {metric: value}}`` (``dvc metrics``);
@@ -211,23 +214,38 @@ def voice_latents(models: Models, audio: torch.Tensor, codes: torch.Tensor | Non
 
 
 @torch.no_grad()
-def decode_latents(vae: FaceVAE, latents: np.ndarray) -> np.ndarray:
-    """Return faces ``(N, S, S)`` float32 in [0, 1] decoded from latents ``(N, latent_dim)``."""
+def decode_latents(
+    vae: FaceVAE, latents: np.ndarray, codes: torch.Tensor | None = None
+) -> np.ndarray:
+    """Return faces ``(N, S, S)`` float32 in [0, 1] decoded from latents ``(N, latent_dim)``.
+
+    ``codes`` ``(N, code_dim)``: each latent's emotion code, required when the VAE's decoder
+    takes it (``vae.config.decodes_code``), else ignored.
+    """
     z = torch.as_tensor(np.asarray(latents), dtype=torch.float32)
-    faces = [vae.decode(z[i : i + _BATCH]) for i in range(0, len(z), _BATCH)]
+    faces = []
+    for start in range(0, len(z), _BATCH):
+        batch = slice(start, start + _BATCH)
+        faces.append(vae.decode(z[batch], None if codes is None else codes[batch]))
     return torch.cat(faces)[:, 0].numpy()
 
 
 def build_predictions(
     models: Models, train: EncodedSplit, test: EncodedSplit, seed: int
 ) -> list[Prediction]:
-    """Return the model's, the oracle's and the baselines' latents, with decoded faces."""
+    """Return the model's, the oracle's and the baselines' latents, with decoded faces.
+
+    Every row decodes each test clip's latent with that clip's labelled emotion code (when
+    the VAE's decoder takes one), so rows differ only in their latents.
+    """
+    codes = models.clip_codes(test.emotion)
     latents = {
-        MODEL: voice_latents(models, test.audio, models.clip_codes(test.emotion)),
+        MODEL: voice_latents(models, test.audio, codes),
         ORACLE: test.latents,
         **baseline_predictions(train.latents, train.labels, test.labels, seed),
     }
-    return [Prediction(name, z, decode_latents(models.vae, z)) for name, z in latents.items()]
+    return [Prediction(name, z, decode_latents(models.vae, z, codes))
+            for name, z in latents.items()]
 
 
 @dataclass(frozen=True)
@@ -389,7 +407,7 @@ def emotion_grid(
         variants = [(f"as {e}", torch.full((len(picks),), i)) for i, e in enumerate(emotions)]
     for caption, label in variants:
         code = None if label is None else models.clip_codes(label)
-        tiles += list(decode_latents(models.vae, voice_latents(models, audio, code)))
+        tiles += list(decode_latents(models.vae, voice_latents(models, audio, code), code))
         captions += [caption] * len(picks)
     return image_grid(tiles, ncols=len(picks), labels=captions, scale=GRID_SCALE)
 
@@ -417,7 +435,8 @@ def report_notes(
         "emotion code -> mu -> decoder (003 section 3.3); `oracle` = the VAE's own latents of "
         "the real test faces (its image.* are the VAE's reconstruction MSE / PSNR / SSIM, its "
         "attr.* the probes' ceiling); `mean_face`, `random_speaker`, `sex_mean_face` = "
-        "baselines from the training latents.",
+        "baselines from the training latents; every row is decoded with the clip's emotion "
+        "code when the VAE's decoder takes it.",
         f"Retrieval ranks each generated face against a gallery of {n_speakers} test speakers "
         "(one mean real-face embedding each): chance R@k = k / N "
         f"(R@1 = {chance['latent.r@1']:.4g}), mean rank (N + 1) / 2 = "

@@ -3,8 +3,15 @@
 Encoder: strided convs ``(B, 1, S, S) -> (B, C, s, s)``, flattened, a linear layer to the
 ``feature_dim`` conv features (the voice encoder's regression target, 003 section 3.3).
 Posterior: ``[features, emotion code] -> (mu, logvar)`` (003 section 3.4: the code is appended
-to the conv features before mu / sigma). Decoder: linear to ``(B, C, s, s)`` and transposed
-convs mirroring the encoder back to ``(B, 1, S, S)``, sigmoid to [0, 1].
+to the conv features before mu / sigma). Decoder: ``[z, emotion code]`` (when ``decoder_code``)
+-> linear to ``(B, C, s, s)`` and transposed convs mirroring the encoder back to
+``(B, 1, S, S)``, sigmoid to [0, 1].
+
+003 conditions only the encoder. Then the encoder can ignore the code (the image already
+shows the expression) and re-encoding a face with another label changes little. The
+standard CVAE (Sohn et al. 2015, p(x | z, y)) also feeds the label to the decoder; with the
+KL term pricing expression information in z, the decoder takes the expression from the free
+code, so swapping the label moves the mouth (003 Fig. 7).
 
 Every shape comes from :class:`VaeConfig`: the encoder's spatial sizes are computed, and
 the decoder's ``output_padding`` makes each transposed conv hit the encoder's size exactly,
@@ -43,6 +50,8 @@ class VaeConfig:
     """Width of the emotion code (003: 8); ignored when not conditional."""
     conditional: bool = True
     """Append the emotion code to the features before mu / log-variance."""
+    decoder_code: bool = True
+    """Also append the code to z at the decoder's input (CVAE); ignored when not conditional."""
     channels: tuple[int, ...] = (32, 64, 128, 256)
     """Output channels of the strided encoder convs (the decoder mirrors them)."""
 
@@ -60,6 +69,16 @@ class VaeConfig:
         """Width of the posterior's input: features plus code when conditional."""
         return self.feature_dim + (self.code_dim if self.conditional else 0)
 
+    @property
+    def decodes_code(self) -> bool:
+        """Whether the decoder takes the emotion code (conditional and ``decoder_code``)."""
+        return self.conditional and self.decoder_code
+
+    @property
+    def decoder_in(self) -> int:
+        """Width of the decoder's input: z plus code when :attr:`decodes_code`."""
+        return self.latent_dim + (self.code_dim if self.decodes_code else 0)
+
     def to_dict(self) -> dict[str, Any]:
         """Return the config as plain data (loadable with ``weights_only=True``)."""
         data = dataclasses.asdict(self)
@@ -68,8 +87,12 @@ class VaeConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> VaeConfig:
-        """Return the config saved by :meth:`to_dict`."""
-        return cls(**{**data, "channels": tuple(data["channels"])})
+        """Return the config saved by :meth:`to_dict`.
+
+        Files saved before ``decoder_code`` existed had an encoder-only code: they load with
+        ``decoder_code=False``.
+        """
+        return cls(**{"decoder_code": False, **data, "channels": tuple(data["channels"])})
 
 
 def encoder_sizes(image_size: int, n_layers: int) -> list[int]:
@@ -100,7 +123,8 @@ class FaceVAE(nn.Module):
         self.to_mu = nn.Linear(config.posterior_in, config.latent_dim)
         self.to_logvar = nn.Linear(config.posterior_in, config.latent_dim)
 
-        self.from_latent = nn.Linear(config.latent_dim, flat)
+        # CVAE decoder p(x | z, y) (Sohn et al. 2015): [z, code] when decodes_code.
+        self.from_latent = nn.Linear(config.decoder_in, flat)
         deconvs: list[nn.Module] = []
         reversed_widths = widths[::-1]  # (C_last, ..., 32, 1)
         for i, (c_in, c_out) in enumerate(itertools.pairwise(reversed_widths)):
@@ -134,8 +158,17 @@ class FaceVAE(nn.Module):
         """Return a sample ``z = mu + eps * sigma``, ``eps ~ N(0, I)`` (003 eq. 1-2)."""
         return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Return faces ``(B, 1, S, S)`` in [0, 1] decoded from latents ``(B, latent_dim)``."""
+    def decode(self, z: torch.Tensor, code: torch.Tensor | None = None) -> torch.Tensor:
+        """Return faces ``(B, 1, S, S)`` in [0, 1] decoded from latents ``(B, latent_dim)``.
+
+        ``code`` ``(B, code_dim)`` is required when the model's decoder takes the emotion code
+        (``config.decodes_code``), else ignored.
+        """
+        if self.config.decodes_code:
+            if code is None:
+                raise ValueError("this FaceVAE decodes with the emotion code "
+                                 "(decoder_code=True): call decode(z, code)")
+            z = torch.cat([z, code.to(z.dtype)], dim=1)  # CVAE decoder input
         h = self.from_latent(z).view(z.shape[0], *self._bottom)
         return torch.sigmoid(self.decoder(F.leaky_relu(h, 0.2)))
 
@@ -151,7 +184,7 @@ class FaceVAE(nn.Module):
         mu, logvar = self.posterior(h, code)
         sample = self.training if sample is None else sample
         z = self.reparameterise(mu, logvar) if sample else mu
-        return {"recon": self.decode(z), "mu": mu, "logvar": logvar, "z": z, "features": h}
+        return {"recon": self.decode(z, code), "mu": mu, "logvar": logvar, "z": z, "features": h}
 
 
 def vae_loss(

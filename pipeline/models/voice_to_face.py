@@ -3,7 +3,8 @@
 The voice encoder is trained to predict the VAE encoder's conv *features* of the speaker's
 face (:mod:`pipeline.voice_training`). At generation time those predicted features take the
 place of ``vae.features(face)``: the emotion code is appended (003 section 3.4), the posterior
-gives ``mu``, and the decoder turns ``z = mu`` into a face. The emotion therefore is a free
+gives ``mu``, and the decoder turns ``z = mu`` (with the same code when the VAE's decoder takes
+it, CVAE-style) into a face. The emotion therefore is a free
 choice at generation time (``--emotion``), while identity comes from the voice.
 
 :func:`generate_face` is the whole path from any media file: the audio stage's own
@@ -109,8 +110,18 @@ class VoiceToFace:
     def latents(self, features: torch.Tensor, emotion: torch.Tensor) -> torch.Tensor:
         """Return ``mu (B, latent_dim)`` of VAE features ``(B, D)`` with emotion labels ``(B,)``."""
         device = features.device
-        mu, _ = self.vae.posterior(features, self.codes.to(device)[emotion.to(device)])
+        mu, _ = self.vae.posterior(features, self.emotion_codes(emotion, device))
         return mu
+
+    def emotion_codes(self, emotion: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """Return the codes ``(B, code_dim)`` of emotion labels ``(B,)`` on ``device``."""
+        return self.codes.to(device)[emotion.to(device)]
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, emotion: torch.Tensor) -> torch.Tensor:
+        """Return faces ``(B, 1, S, S)`` decoded from ``mu (B, latent_dim)`` and labels ``(B,)``."""
+        self.vae.eval()
+        return self.vae.decode(latents, self.emotion_codes(emotion, latents.device))
 
     @torch.no_grad()
     def voice_latents(self, waves: torch.Tensor, emotion: torch.Tensor) -> torch.Tensor:
@@ -121,8 +132,7 @@ class VoiceToFace:
     @torch.no_grad()
     def faces(self, waves: torch.Tensor, emotion: torch.Tensor) -> torch.Tensor:
         """Return faces ``(B, 1, S, S)`` in [0, 1] generated from waveforms ``(B, N)``."""
-        self.vae.eval()
-        return self.vae.decode(self.voice_latents(waves, emotion))
+        return self.decode(self.voice_latents(waves, emotion), emotion)
 
 
 def load_voice_to_face(
