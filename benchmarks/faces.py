@@ -4,8 +4,10 @@ Prints, for each corpus, three rates measured in this one process on the same cl
 frames per CPU-second of this process (``time.process_time``: on a loaded, shared machine
 wall time measures the neighbours; CPU time is what one core would take):
 decode-only frames/s, a naive baseline (HOG detector at full resolution + 68 landmarks on
-every frame), and the end-to-end stage (``run_faces`` with one worker: both passes, crops,
-shards). Goals (issue 5): end-to-end >= 25% of decode-only and >= 8x naive. From the
+every frame), the stage with landmarks on every frame (``landmark_every`` 1, the reference
+for the coarse-to-fine scheme) and the end-to-end stage (``run_faces`` with one worker and
+the default ``landmark_every``: both passes, crops, shards). Goals (issue 5): end-to-end
+>= 25% of decode-only and >= 8x naive. From the
 end-to-end rate at 480x360 it estimates full CREMA-D (7,442 clips x ~75 frames) on 2 cores
 (goal <= 12 min). Then peak memory (ru_maxrss of a fresh process) for a 3 s vs a 60 s clip
 and for 1 vs 11 clips: it should be flat in both.
@@ -16,10 +18,12 @@ Usage: ``python benchmarks/faces.py [--grid DIR] [--demo-speakers N]``.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,19 +58,29 @@ def naive(videos: list[Path]) -> tuple[int, float]:
     return n, time.process_time() - start
 
 
-def end_to_end(videos: list[Path], work: Path) -> tuple[int, float]:
+def end_to_end(videos: list[Path], work: Path, params: FacesParams) -> tuple[int, float]:
     catalogue = make_catalogue(work, [{"clip_id": v.stem, "video_path": str(v)} for v in videos])
     start = time.process_time()
-    report = run_faces(catalogue, work / "out", FacesParams(workers=1, sheet_samples=0))
-    return report.counts["frames"], time.process_time() - start
+    report = run_faces(catalogue, work / "out", params)
+    seconds = time.process_time() - start
+    counts = report.counts
+    calls = counts["landmark_calls_track"] + counts["landmark_calls_refine"]
+    print(f"    (landmark_every={params.landmark_every}: {calls / counts['frames']:.2f} predictor "
+          f"calls per frame: {counts['landmark_calls_track']} tracking + "
+          f"{counts['landmark_calls_refine']} refining)")
+    return counts["frames"], seconds
 
 
 def compare(name: str, videos: list[Path], work: Path) -> float:
     dlib_models()  # load once, outside every timing
     decode_only(videos[:1])  # warm the file cache
     rates = {}
+    dense = FacesParams(workers=1, sheet_samples=0, landmark_every=1)
+    params = replace(dense, landmark_every=FacesParams().landmark_every)
     for label, run in (("decode-only", decode_only), ("naive (HOG every frame)", naive),
-                       ("end-to-end stage", lambda v: end_to_end(v, work / name))):
+                       ("stage, landmarks every frame", lambda v: end_to_end(v, work / name,
+                                                                             dense)),
+                       ("end-to-end stage", lambda v: end_to_end(v, work / name, params))):
         frames, seconds = run(videos)
         rates[label] = frames / seconds
         print(f"  {label:26s} {frames:6d} frames {seconds:7.2f} s {rates[label]:8.1f} frames/s")
@@ -127,6 +141,8 @@ def main() -> None:
                         / "grid-samples")
     parser.add_argument("--demo-speakers", type=int, default=4)
     args = parser.parse_args()
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (rates are per "
+          "CPU-second of this process)")
     with tempfile.TemporaryDirectory(prefix="bench_faces_") as tmp:
         work = Path(tmp)
         rate_480 = None
