@@ -1,0 +1,114 @@
+"""How much identity the demo corpus's voices carry: the ceiling of any voice encoder.
+
+Ridge regression from the corpus's *ground-truth* voice parameters (sex, espeak pitch, rate,
+vocal-tract scale, variant) to each speaker's mean VAE latent, scored as train_voice and
+evaluate score it: R@1 among 4 held-out speakers (2 male + 2 female, cosine), against the
+sex-mean-face baseline. Averaged over random speaker splits, and on the dataset's own test
+split. If exact voice parameters cannot beat the sex-mean face, no encoder can.
+
+Usage: ``python benchmarks/voice_face_tie.py --dataset data/dataset --vae models/vae/model.pt
+--ground-truth data/download/media/ground_truth.csv``
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pipeline.data import load_split
+from pipeline.models.vae import load_vae
+from pipeline.models.voice_encoder import VoiceEncoder, VoiceEncoderConfig
+from pipeline.models.voice_to_face import VoiceToFace, vae_emotion_codes
+from pipeline.voice_training import face_features
+
+SPLITS = ("train", "val", "test")
+
+
+def speaker_latents(dataset: str, vae_path: str) -> tuple[list[str], np.ndarray, list[str]]:
+    """Return speaker ids, their mean VAE latents (default emotion code) and their split."""
+    vae = load_vae(vae_path)
+    emotions, codes = vae_emotion_codes(vae_path)
+    model = VoiceToFace(vae, VoiceEncoder(VoiceEncoderConfig(out_dim=vae.config.feature_dim)),
+                        emotions, codes)
+    speakers, means, splits = [], [], []
+    for split in SPLITS:
+        data = load_split(dataset, split, with_audio=False)
+        emotion = torch.full((len(data),), model.emotion_index(None))
+        latents = model.latents(face_features(vae, data.face), emotion).numpy()
+        for speaker in dict.fromkeys(data.speaker_id):
+            rows = [i for i, s in enumerate(data.speaker_id) if s == speaker]
+            speakers.append(speaker)
+            means.append(latents[rows].mean(axis=0))
+            splits.append(split)
+    return speakers, np.stack(means), splits
+
+
+def voice_parameters(ground_truth: str, speakers: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Return the speakers' voice parameters ``(S, 5)`` and their sex (True = male)."""
+    table = pd.read_csv(ground_truth, dtype={"speaker_id": str}).groupby("speaker_id").first()
+    rows = table.loc[speakers]
+    male = (rows["sex"] == "Male").to_numpy()
+    variant = rows["voice_variant"].str[1:].astype(float).to_numpy()
+    params = rows[["voice_pitch", "voice_speed_wpm", "voice_tract_scale"]].to_numpy(float)
+    return np.column_stack([male, params, variant]), male
+
+
+def ridge_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
+                  alpha: float) -> np.ndarray:
+    """Return ridge predictions for ``x_test`` (inputs standardised on the training rows)."""
+    mean, std = x_train.mean(0), x_train.std(0) + 1e-8
+    a, b = (x_train - mean) / std, (x_test - mean) / std
+    centred = y_train - y_train.mean(0)
+    weights = np.linalg.solve(a.T @ a + alpha * np.eye(a.shape[1]), a.T @ centred)
+    return b @ weights + y_train.mean(0)
+
+
+def recall_at_1(queries: np.ndarray, gallery: np.ndarray) -> float:
+    """Return the share of queries most cosine-similar to their own gallery row (ties split)."""
+    unit = [v / np.linalg.norm(v, axis=1, keepdims=True) for v in (queries, gallery)]
+    sim = unit[0] @ unit[1].T
+    own = np.diag(sim)
+    wins = [(1.0 / np.isclose(row, own[i]).sum()) if np.isclose(row.max(), own[i]) else 0.0
+            for i, row in enumerate(sim)]
+    return float(np.mean(wins))
+
+
+def scores(x: np.ndarray, male: np.ndarray, latents: np.ndarray, test: np.ndarray,
+           alpha: float) -> tuple[float, float]:
+    """Return (R@1 of ridge from voice parameters, R@1 of the sex-mean face) on ``test``."""
+    train = np.setdiff1d(np.arange(len(x)), test)
+    predicted = ridge_predict(x[train], latents[train], x[test], alpha)
+    sex_mean = np.stack([latents[train][male[train] == m].mean(0) for m in male[test]])
+    return recall_at_1(predicted, latents[test]), recall_at_1(sex_mean, latents[test])
+
+
+def main() -> None:
+    """Print the ceiling R@1 on random splits and on the dataset's test split."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--vae", required=True)
+    parser.add_argument("--ground-truth", required=True)
+    parser.add_argument("--splits", type=int, default=300)
+    parser.add_argument("--alpha", type=float, default=1.0)
+    args = parser.parse_args()
+    speakers, latents, split_of = speaker_latents(args.dataset, args.vae)
+    x, male = voice_parameters(args.ground_truth, speakers)
+    rng = np.random.default_rng(0)
+    men, women = np.flatnonzero(male), np.flatnonzero(~male)
+    random_splits = [scores(x, male, latents, np.r_[rng.choice(men, 2, replace=False),
+                                                   rng.choice(women, 2, replace=False)],
+                            args.alpha) for _ in range(args.splits)]
+    ridge_r1, sex_r1 = np.mean(random_splits, axis=0)
+    print(f"random 2M+2F held-out splits ({args.splits}): R@1 from exact voice parameters "
+          f"{ridge_r1:.3f}, sex-mean face {sex_r1:.3f}, chance 0.250")
+    test = np.flatnonzero(np.array(split_of) == "test")
+    ridge_r1, sex_r1 = scores(x, male, latents, test, args.alpha)
+    print(f"the dataset's test split {[speakers[i] for i in test]}: R@1 from exact voice "
+          f"parameters {ridge_r1:.3f}, sex-mean face {sex_r1:.3f}")
+
+
+if __name__ == "__main__":
+    main()
