@@ -41,7 +41,7 @@ def test_generate_from_a_real_grid_video_writes_a_png_of_the_configured_size(
     models, grid_dir, tmp_path
 ):
     clip = sorted(grid_dir.glob("*.mpg"))[0]
-    size = load_params(models["params"], "faces").size
+    size = load_params(models["params"], "faces").crop_size
     assert generate(models, clip, tmp_path / "face.png") == 0
     image = Image.open(tmp_path / "face.png")
     assert image.size == (size, size) and image.mode == "L"
