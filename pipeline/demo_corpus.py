@@ -42,6 +42,7 @@ from pipeline.demo_faces import (
     SpeakerFace,
     base_face,
     render_speaker,
+    sample_factors,
     sample_geometry,
 )
 from pipeline.demo_voices import (
@@ -122,7 +123,8 @@ def plan_speakers(params: DemoCorpusParams) -> list[Speaker]:
         rng = np.random.default_rng([params.seed, 1, index])
         male = bool(order[index] % 2 == 0)
         race = str(rng.choice([r for r, _ in _RACES], p=[p for _, p in _RACES]))
-        geometry = sample_geometry(rng, male, float(rng.uniform(*_SKIN_TONE[race])))
+        factors = sample_factors(rng)
+        geometry = sample_geometry(rng, male, float(rng.uniform(*_SKIN_TONE[race])), factors)
         speakers.append(Speaker(
             actor_id=FIRST_ACTOR_ID + index,
             sex="Male" if male else "Female",

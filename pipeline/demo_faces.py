@@ -94,19 +94,48 @@ _MALE_SHAPE_MEAN = {
 }
 
 
-def sample_geometry(rng: np.random.Generator, male: bool, skin_tone: float) -> FaceGeometry:
-    """Return a random, sex-typed face geometry (offsets clipped to [-1, 1])."""
-    sign = 1.0 if male else -0.6
+# A speaker's identity is three factors in [-1, 1], each driving a group of face offsets and,
+# in demo_voices.voice_for_face, one audible voice cue, so that every visible identity
+# difference between speakers of one sex can be heard (plus a little individual noise):
+# breadth (face, jaw, nose width; brow weight) -> pitch; length (chin, nose, brow height)
+# -> vocal-tract length; features (eye spacing and size, mouth width, lips) -> rate, variant.
+IDENTITY_FACTORS = ("breadth", "length", "features")
+_FACTOR_LOADINGS = {
+    "face_width": (0.8, 0.0, 0.0), "jaw_width": (0.9, 0.0, 0.0), "nose_width": (0.6, 0.0, 0.0),
+    "chin_length": (0.0, 0.9, 0.0), "nose_length": (0.0, 0.6, 0.0),
+    "brow_height": (0.0, -0.6, 0.0), "eye_distance": (0.0, 0.0, 0.8),
+    "eye_size": (0.0, 0.0, 0.6), "mouth_width": (0.0, 0.0, 0.8),
+    "lip_thickness": (0.0, 0.0, 0.5),
+}
+_INDIVIDUAL_NOISE = 0.1
+
+
+def sex_typed_mean(name: str, male: bool) -> float:
+    """Return the mean offset of shape field ``name`` for the speaker's sex."""
+    return (1.0 if male else -0.6) * _MALE_SHAPE_MEAN.get(name, 0.0)
+
+
+def sample_factors(rng: np.random.Generator) -> tuple[float, float, float]:
+    """Return a speaker's identity factors (breadth, length, features), each in [-1, 1]."""
+    return tuple(float(v) for v in rng.uniform(-1.0, 1.0, size=len(IDENTITY_FACTORS)))
+
+
+def sample_geometry(rng: np.random.Generator, male: bool, skin_tone: float,
+                    factors: tuple[float, float, float]) -> FaceGeometry:
+    """Return a sex-typed face geometry driven by ``factors`` (offsets clipped to [-1, 1])."""
     shape = {
-        name: float(np.clip(sign * _MALE_SHAPE_MEAN.get(name, 0.0) + rng.normal(0, 0.4), -1, 1))
+        name: float(np.clip(sex_typed_mean(name, male)
+                            + 0.45 * float(np.dot(_FACTOR_LOADINGS[name], factors))
+                            + rng.normal(0, _INDIVIDUAL_NOISE), -1, 1))
         for name in SHAPE_FIELDS
     }
+    breadth = factors[0]
     return FaceGeometry(
         **shape,
         skin_tone=skin_tone,
         warmth=float(rng.uniform(-0.6, 0.6)),
-        brow_weight=float(rng.uniform(0.35, 0.7) if male else rng.uniform(0.0, 0.15)),
-        stubble=float(rng.uniform(0.12, 0.28) if male and rng.random() < 0.5 else 0.0),
+        brow_weight=float(0.5 + 0.15 * breadth if male else 0.08 + 0.06 * breadth),
+        stubble=float(0.2 + 0.08 * breadth if male and breadth > 0 else 0.0),
     )
 
 

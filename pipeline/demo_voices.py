@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.demo_faces import FaceGeometry
+from pipeline.demo_faces import FaceGeometry, sex_typed_mean
 
 ESPEAK_RATE = 22050
 """Sample rate of espeak-ng's output."""
@@ -27,12 +27,14 @@ FEMALE_VARIANTS = ("f1", "f2", "f3", "f4", "f5")
 
 EMOTION_PROSODY: dict[str, tuple[float, float, float]] = {
     # emotion: (pitch shift in espeak units, rate factor, loudness factor)
+    # Pitch shifts are kept below the spread of speakers' pitches within a sex, so that an
+    # emotion does not make one speaker sound like another.
     "NEU": (0.0, 1.0, 1.0),
-    "HAP": (12.0, 1.10, 1.25),
-    "ANG": (6.0, 1.15, 1.8),
-    "SAD": (-10.0, 0.80, 0.6),
-    "FEA": (16.0, 1.20, 0.9),
-    "DIS": (-5.0, 0.90, 0.95),
+    "HAP": (6.0, 1.10, 1.25),
+    "ANG": (3.0, 1.15, 1.8),
+    "SAD": (-5.0, 0.80, 0.6),
+    "FEA": (8.0, 1.20, 0.9),
+    "DIS": (-3.0, 0.90, 0.95),
 }
 LEVEL_INTENSITY = {"LO": 0.5, "MD": 0.75, "HI": 1.0, "XX": 0.75}
 """How much of an emotion's prosody (and facial expression) a level shows."""
@@ -57,12 +59,15 @@ def voice_for_face(g: FaceGeometry, male: bool) -> Voice:
     variants = MALE_VARIANTS if male else FEMALE_VARIANTS
     spacing = (g.eye_distance + 1) / 2
     variant = variants[min(len(variants) - 1, int(spacing * len(variants)))]
-    breadth = 0.6 * g.jaw_width + 0.4 * g.face_width
+    # Deviations from the sex's mean face: the sex sets the register, the face moves within it.
+    breadth = (0.6 * (g.jaw_width - sex_typed_mean("jaw_width", male))
+               + 0.4 * (g.face_width - sex_typed_mean("face_width", male)))
+    length = g.chin_length - sex_typed_mean("chin_length", male)
     return Voice(
         variant=variant,
-        pitch=float(np.clip((32.0 if male else 62.0) - 14.0 * breadth, 2, 97)),
-        speed_wpm=float(160.0 + 18.0 * g.mouth_width),
-        tract_scale=float(1.0 - 0.06 * g.chin_length),
+        pitch=float(np.clip((25.0 if male else 65.0) - 24.0 * breadth, 2, 97)),
+        speed_wpm=float(160.0 + 30.0 * g.mouth_width),
+        tract_scale=float(1.0 - 0.08 * length),
     )
 
 
