@@ -75,8 +75,9 @@ def test_a_param_edit_reruns_exactly_the_stages_that_read_it(project, key, value
 
 
 def test_experiments_show_and_diff_metrics(project):
-    dvc(project, "exp", "run", "-n", "vae-lr", "-S", "train_vae.lr=0.003")
-    dvc(project, "exp", "run", "-n", "voice-lr", "-S", "train_voice.lr=0.0005")
+    # --temp: each experiment starts from the committed baseline, not the previous one's params.
+    dvc(project, "exp", "run", "--temp", "-n", "vae-lr", "-S", "train_vae.lr=0.003")
+    dvc(project, "exp", "run", "--temp", "-n", "voice-lr", "-S", "train_voice.lr=0.0005")
     shown = dvc(project, "exp", "show", "--no-pager", "--md")
     assert "vae-lr" in shown and "voice-lr" in shown
     assert "data/evaluate/metrics.json" in shown or "model.latent.r@1" in shown
