@@ -1,0 +1,38 @@
+"""No-op `dvc repro` / `dvc status` time after a full run (issue 10 target: <= 3 s).
+
+Usage: ``python benchmarks/dvc_noop.py [PROJECT_DIR]`` on a project where `dvc repro` has
+completed (e.g. after `make demo`). Prints the median of 3 runs of each command.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def timed(cwd: Path, *args: str) -> tuple[float, str]:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    start = time.perf_counter()
+    done = subprocess.run(["dvc", *args], cwd=cwd, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"dvc {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
+    return time.perf_counter() - start, done.stdout
+
+
+def main() -> None:
+    project = Path(sys.argv[1] if len(sys.argv) > 1 else ".").resolve()
+    _, status = timed(project, "status")
+    if "up to date" not in status:
+        raise SystemExit(f"{project}: run `dvc repro` first; dvc status says:\n{status}")
+    for command in (("status",), ("repro",)):
+        runs = [timed(project, *command)[0] for _ in range(3)]
+        print(f"dvc {' '.join(command):7s} no-op: median {statistics.median(runs):.2f} s "
+              f"(runs: {', '.join(f'{r:.2f}' for r in runs)}; target <= 3 s)")
+
+
+if __name__ == "__main__":
+    main()
