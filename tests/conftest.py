@@ -37,6 +37,17 @@ def deterministic_rng() -> np.random.Generator:
 
 
 @pytest.fixture
+def one_torch_thread():
+    """Run with one torch intra-op thread: tiny models only pay synchronisation for more."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def crema_d_dir() -> Path:
     return shared_dataset("crema-d")
 

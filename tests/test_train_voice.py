@@ -28,12 +28,7 @@ from tests.factories import make_dataset_dir
 CLIP = 29_360  # 3.67 s at 8 kHz
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_voice_loss_is_mse_and_reports_feature_units():

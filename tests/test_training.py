@@ -16,14 +16,7 @@ from pipeline.training import (
     load_checkpoint,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models: intra-op threads only add synchronisation (badly so on a loaded machine).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class FaceDicts(Dataset):

@@ -34,13 +34,7 @@ from pipeline.vae_training import (
 from stages.train_vae import main
 from tests.factories import make_dataset_dir
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def write_params(repo_root, path, **train_vae):

@@ -31,7 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.runtime import atomic_path
+from pipeline.models.files import load_model_payload, save_model_file
+
+MODEL_KIND = "FaceVAE"
 
 _KERNEL, _STRIDE, _PAD = 4, 2, 1
 
@@ -213,28 +215,17 @@ def vae_loss(
 
 
 def save_model(path: str | Path, model: FaceVAE, provenance: Mapping[str, Any]) -> Path:
-    """Write the model's config, weights and ``provenance`` to ``path`` atomically.
+    """Return ``path`` after writing the model's config, weights and ``provenance`` atomically.
 
     ``provenance`` must be plain data (dicts, lists, str, numbers), so the file loads with
     ``torch.load(weights_only=True)``.
     """
-    payload = {
-        "kind": "FaceVAE",
-        "config": model.config.to_dict(),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "provenance": dict(provenance),
-    }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-    return Path(path)
+    return save_model_file(path, MODEL_KIND, model, provenance)
 
 
 def load_model_file(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Return the raw payload of a model file (config, state_dict, provenance)."""
-    payload = torch.load(path, map_location=map_location, weights_only=True)
-    if payload.get("kind") != "FaceVAE":
-        raise ValueError(f"{path}: not a FaceVAE model file (kind={payload.get('kind')!r})")
-    return payload
+    return load_model_payload(path, MODEL_KIND, map_location)
 
 
 def load_vae(path: str | Path, map_location: str | torch.device = "cpu") -> FaceVAE:

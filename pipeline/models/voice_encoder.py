@@ -55,7 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.runtime import atomic_path
+from pipeline.models.files import load_model_payload, save_model_file
 
 MODEL_KIND = "VoiceEncoder"
 _REF_KERNEL, _REF_STRIDE, _REF_PAD = 3, 2, 1  # 003 Table 1: reference convs 3x3, s2, p1
@@ -289,27 +289,14 @@ def save_voice_encoder(
     ``provenance`` (resolved params, step, code version...) must be plain data (dicts, lists,
     str, numbers, bools, None), so the file loads with ``torch.load(weights_only=True)``.
     """
-    _check_plain(provenance, "provenance")
-    payload = {
-        "kind": MODEL_KIND,
-        "config": model.config.to_dict(),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "provenance": dict(provenance),
-    }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-    return Path(path)
+    return save_model_file(path, MODEL_KIND, model, provenance)
 
 
 def load_voice_encoder_file(
     path: str | Path, map_location: str | torch.device = "cpu"
 ) -> dict[str, Any]:
     """Return the raw payload of a voice-encoder file: kind, config, state_dict, provenance."""
-    payload = torch.load(path, map_location=map_location, weights_only=True)
-    if not isinstance(payload, dict) or payload.get("kind") != MODEL_KIND:
-        kind = payload.get("kind") if isinstance(payload, dict) else type(payload).__name__
-        raise ValueError(f"{path}: not a {MODEL_KIND} model file (kind={kind!r})")
-    return payload
+    return load_model_payload(path, MODEL_KIND, map_location)
 
 
 def load_voice_encoder(
@@ -320,17 +307,3 @@ def load_voice_encoder(
     model = VoiceEncoder(VoiceEncoderConfig.from_dict(payload["config"]))
     model.load_state_dict(payload["state_dict"])
     return model.to(map_location).eval()
-
-
-def _check_plain(value: Any, key: str) -> None:
-    """Raise ``TypeError`` naming ``key`` if ``value`` is not plain data."""
-    if isinstance(value, Mapping):
-        for k, v in value.items():
-            if not isinstance(k, str):
-                raise TypeError(f"{key}: keys must be str, got {k!r}")
-            _check_plain(v, f"{key}.{k}")
-    elif isinstance(value, list | tuple):
-        for i, v in enumerate(value):
-            _check_plain(v, f"{key}[{i}]")
-    elif not (value is None or isinstance(value, str | int | float | bool)):
-        raise TypeError(f"{key}: {type(value).__name__} is not plain data (str, number, list...)")
