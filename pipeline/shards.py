@@ -185,7 +185,8 @@ def fixed_size_blobs(array: pa.Array | pa.ChunkedArray, dtype: np.dtype | type) 
     in its data buffer. Raises ``ValueError`` when the values differ in length.
     """
     if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
+        # combine_chunks copies even a single chunk; take that chunk as it is.
+        array = array.chunk(0) if array.num_chunks == 1 else array.combine_chunks()
     n = len(array)
     if n == 0:
         return np.zeros((0, 0), dtype=dtype)
