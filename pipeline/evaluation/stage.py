@@ -69,6 +69,7 @@ from pipeline.models.voice_encoder import (
     load_voice_encoder,
     load_voice_encoder_file,
 )
+from pipeline.models.voice_to_face import voice_posterior_mean
 from pipeline.runtime import atomic_path, atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -197,19 +198,15 @@ def encode_faces(vae: FaceVAE, faces: torch.Tensor, codes: torch.Tensor | None) 
 
 @torch.no_grad()
 def voice_latents(models: Models, audio: torch.Tensor, codes: torch.Tensor | None) -> np.ndarray:
-    """Return ``mu`` ``(N, latent_dim)`` predicted from waveforms ``(N, L)`` and codes.
+    """Return ``mu`` ``(N, latent_dim)`` predicted from waveforms ``(N, L)`` and codes, in batches.
 
-    The voice -> face definition of 003 section 3.3: the encoder maps the voice to the VAE's
-    conv features ``h``; the VAE posterior of ``[h, emotion code]`` gives ``mu``, which the
-    decoder turns into the face. (Written here before the train_voice work's
-    ``pipeline.models.voice_to_face.VoiceToFace.voice_latents`` was committed; same
-    definition: make both use that one.)
+    Uses the one voice -> face definition, :func:`voice_posterior_mean`.
     """
     out = []
     for start in range(0, len(audio), _BATCH):
         batch = slice(start, start + _BATCH)
         code = None if codes is None else codes[batch]
-        out.append(models.vae.posterior(models.voice(audio[batch]), code)[0])
+        out.append(voice_posterior_mean(models.vae, models.voice, audio[batch], code))
     return torch.cat(out).double().numpy()
 
 

@@ -68,6 +68,17 @@ def vae_emotion_codes(path: str | Path) -> tuple[tuple[str, ...], torch.Tensor]:
     return emotions, codes
 
 
+def voice_posterior_mean(
+    vae: FaceVAE, encoder: VoiceEncoder, waves: torch.Tensor, codes: torch.Tensor | None
+) -> torch.Tensor:
+    """Return ``mu (B, latent_dim)`` generated from waveforms ``(B, N)`` (003 section 3.3).
+
+    The encoder maps the voice to the VAE's conv features; the VAE posterior of those
+    features with the emotion ``codes`` ``(B, code_dim)`` (None: unconditional VAE) gives mu.
+    """
+    return vae.posterior(encoder(waves), codes)[0]
+
+
 @dataclass(frozen=True)
 class VoiceToFace:
     """A trained voice encoder on top of a frozen face VAE: waveforms -> latents -> faces."""
@@ -127,7 +138,8 @@ class VoiceToFace:
     def voice_latents(self, waves: torch.Tensor, emotion: torch.Tensor) -> torch.Tensor:
         """Return ``mu (B, latent_dim)`` generated from waveforms ``(B, N)`` and labels ``(B,)``."""
         self.encoder.eval()
-        return self.latents(self.encoder(waves), emotion)
+        codes = self.emotion_codes(emotion, waves.device)
+        return voice_posterior_mean(self.vae, self.encoder, waves, codes)
 
     @torch.no_grad()
     def faces(self, waves: torch.Tensor, emotion: torch.Tensor) -> torch.Tensor:
