@@ -166,11 +166,12 @@ class FacesParams:
     """In ``combined`` mode, weight of expression vs frontality (0 = frontal only)."""
     max_yaw_deg: float = 20.0
     """Frames turned further than this are not frontal enough for ``peak_emotion``."""
-    detect_every: int = 10
-    """Run the HOG detector on every N-th frame and track the box in between."""
-    landmark_every: int = 3
+    detect_every: int = 30
+    """Run the HOG detector on every N-th frame (and where the track is lost); the box is
+    tracked from the landmarks in between."""
+    landmark_every: int = 5
     """Coarse to fine: predict landmarks on every N-th frame, then on every frame within
-    +-N of the best coarse candidates (1 = every frame)."""
+    +-N of the best coarse candidate (1 = every frame)."""
     detect_scale: float = 0.5
     """Downscale factor of the frames the detector sees."""
     max_detect_scale: float = 2.0

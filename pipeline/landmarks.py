@@ -4,9 +4,11 @@ The HOG detector costs ~19 ms on a 480x360 frame and the 68-point shape predicto
 (measured with dlib-bin here; it is most of the stage's time), so both run on a schedule
 (coarse to fine):
 
-- the detector runs every ``detect_every``-th frame (downscaled by ``detect_scale``);
-  until a face has been found it also tries larger scales up to ``max_detect_scale``, so
-  small faces are found (and can be reported as too small) instead of passing as no face;
+- the detector runs every ``detect_every``-th frame (downscaled by ``detect_scale``), and
+  on the next landmark frame after the landmark-fitted box has mostly left the picture (a
+  lost track); until a face has been found it also tries larger scales up to
+  ``max_detect_scale``, so small faces are found (and can be reported as too small)
+  instead of passing as no face;
 - the 68 landmarks run every ``landmark_every``-th frame (and on a frame where a detection
   replaced the track), from the box fitted to the last landmarked frame; frames in between
   keep that box but no landmarks (NaN): nothing is interpolated. The predictor is robust to
@@ -39,6 +41,9 @@ N_LANDMARKS = 68
 TRACK_CONFIRM_IOU = 0.4
 """A detection overlapping the tracked box this much confirms the track (boxes from
 downscaled detections are coarse, so the bar is lower than for matching boxes)."""
+MIN_INSIDE_SHARE = 0.5
+"""A landmark-fitted box with less of its area than this inside the frame is a lost track
+(the face left the picture, or the landmarks slid off it): the next frame re-detects."""
 
 
 @dataclass(frozen=True)
@@ -82,7 +87,7 @@ def dlib_models() -> tuple[dlib.fhog_object_detector, dlib.shape_predictor]:
 
 def _rescale(frame: np.ndarray, scale: float) -> np.ndarray:
     if scale == 1.0:
-        return frame
+        return np.ascontiguousarray(frame)  # decoded frames may be strided views
     image = Image.fromarray(frame)
     factor = 1.0 / scale
     if scale < 1.0 and factor.is_integer():
@@ -164,9 +169,16 @@ class _Tracker:
         self.n_detections = 0
         self.confirmed = False  # the detector saw the face since the last landmarks
 
-    def fit(self, points: np.ndarray) -> None:
-        """Carry the box fitted to ``points`` (the last landmarks) to the next frames."""
-        self.box = box_from_landmarks(points)
+    def fit(self, points: np.ndarray, frame_shape: tuple[int, ...]) -> None:
+        """Carry the box fitted to ``points`` (the last landmarks) to the next frames.
+
+        A box that has mostly left the frame is lost: the next frame re-detects.
+        """
+        box = box_from_landmarks(points)
+        if _inside_share(box, frame_shape) < MIN_INSIDE_SHARE:
+            self.box, self.confirmed = None, False
+            return
+        self.box = box
         if self.confirmed:  # face widths count only where the detector saw the face
             self.max_width = max(self.max_width, self.box[2] - self.box[0])
             self.confirmed = False
@@ -175,7 +187,7 @@ class _Tracker:
         """Run the detector when scheduled (or when lost); return whether the box is new."""
         if index % self.params.detect_every == 0:
             return self._detect(frame, self.ladder if not self.scale else [self.scale])
-        if self.box is None and self.scale:
+        if self.box is None and self.scale and index % self.params.landmark_every == 0:
             return self._detect(frame, [self.scale])  # lost: re-acquire at the locked scale
         return False
 
@@ -194,6 +206,15 @@ class _Tracker:
                 return True
         self.box, self.confirmed = None, False
         return False
+
+
+def _inside_share(box: Box, frame_shape: tuple[int, ...]) -> float:
+    """Return the share of ``box``'s area inside a frame of ``frame_shape`` (rows, columns)."""
+    height, width = frame_shape[:2]
+    w = min(box[2], width) - max(box[0], 0)
+    h = min(box[3], height) - max(box[1], 0)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    return max(0, w) * max(0, h) / area if area > 0 else 0.0
 
 
 def _overlap(a: Box, b: Box) -> float:
@@ -234,7 +255,7 @@ def track_face(path: str | Path, params: FacesParams) -> FaceTrack:
             points = predict_landmarks(frame, box_from_landmarks(points))
             n_predictions += 1
         landmarks.append(points)
-        tracker.fit(points)
+        tracker.fit(points, frame.shape)
     return FaceTrack(
         landmarks=np.stack(landmarks).astype(np.float32),
         boxes=np.array(boxes, dtype=np.int32).reshape(-1, 4),

@@ -63,12 +63,19 @@ def _video_stream(container: av.container.InputContainer, path: Path) -> av.vide
 
 
 def _gray(frame: av.VideoFrame) -> np.ndarray:
-    """Return the frame's luma: the Y plane as is for planar YUV (no conversion pass)."""
+    """Return the frame's luma: a read-only view of the Y plane for planar YUV (no copy).
+
+    The view keeps the decoded frame's buffer alive; the decoder allocates a new one for
+    each frame, so it stays valid after decoding moves on. Rows may be padded (strided).
+    """
     if frame.format.name in _PLANAR_YUV:
         plane = frame.planes[0]
         rows = np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)
-        return np.ascontiguousarray(rows[:, : frame.width])
-    return frame.to_ndarray(format="gray")
+        luma = rows[:, : frame.width]
+    else:
+        luma = frame.to_ndarray(format="gray")
+    luma.flags.writeable = False
+    return luma
 
 
 def probe(path: str | Path) -> VideoInfo:
@@ -86,7 +93,7 @@ def probe(path: str | Path) -> VideoInfo:
 
 
 def iter_gray_frames(path: str | Path, max_frames: int | None = None) -> Iterator[np.ndarray]:
-    """Yield the frames of ``path`` as 2-D uint8 grayscale arrays, in display order.
+    """Yield the frames of ``path`` as read-only 2-D uint8 grayscale arrays, in display order.
 
     Decoding streams: only the current frame is held. Stops after ``max_frames`` frames.
     Raises :class:`QuarantineError` (``decode_error``, ``no_video``, ``no_frames``) for files

@@ -11,6 +11,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from pipeline import faces as faces_stage
 from pipeline.config import DemoCorpusParams, FacesParams, to_dict
 from pipeline.demo_corpus import write_corpus
 from pipeline.face_crop import crop_face
@@ -20,7 +21,13 @@ from pipeline.face_scores import (
     head_pose,
     model_points_3d,
 )
-from pipeline.faces import refine_windows, run_faces, select_frame, smoothing_support
+from pipeline.faces import (
+    SMOOTHING_FRAMES,
+    refine_windows,
+    run_faces,
+    select_frame,
+    smoothing_support,
+)
 from pipeline.landmarks import fill_landmarks, track_face
 from pipeline.runtime import QuarantineError
 from pipeline.video import read_gray_frame
@@ -173,15 +180,20 @@ def test_combined_mode_weighs_expression_against_frontality():
     assert select_frame(s, "combined", True, FacesParams(expression_weight=0.9)) == 0
 
 
-def test_refine_windows_cover_the_best_coarse_candidates():
+def test_refine_windows_cover_the_best_coarse_candidates(monkeypatch):
     n = 40
     frontality = np.full(n, np.nan)
     frontality[::3] = 0.9
     frontality[30], frontality[9], frontality[12] = 0.99, 0.98, 0.97  # 12: inside 9's window
     s = scores_of(frontality, np.zeros(n), np.zeros(n))
-    wanted = refine_windows(s, "frontal", False, FacesParams(landmark_every=3))
+    params = FacesParams(landmark_every=3)
+    monkeypatch.setattr(faces_stage, "REFINE_CANDIDATES", 1)
     expected = np.zeros(n, bool)
-    expected[27:34] = expected[6:13] = True  # +-landmark_every
+    expected[27:34] = True  # +-landmark_every around the best
+    assert np.array_equal(refine_windows(s, "frontal", False, params), expected)
+    monkeypatch.setattr(faces_stage, "REFINE_CANDIDATES", 2)
+    wanted = refine_windows(s, "frontal", False, params)
+    expected[6:13] = True  # the second best; 12, third, is inside its window
     assert np.array_equal(wanted, expected)
     support = np.zeros(n, bool)
     support[25:36] = support[4:15] = True  # + half the 5-frame smoothing window
@@ -298,11 +310,12 @@ def test_mead_peak_frames_are_more_expressive_than_the_median_frame(real_run):
         assert len(chosen) == 1 and chosen.frame_index.iloc[0] == faces.loc[clip, "frame_index"]
         assert chosen.measured.iloc[0]
         assert frames.expression[~frames.measured].isna().all()  # nothing interpolated
-        # Coarse to fine: the chosen frame's +-landmark_every neighbours were all measured.
+        # Coarse to fine: the chosen frame lies in a refined window, where every frame its
+        # smoothed score averages was measured (it scores as in a dense track).
         around = frames[(frames.frame_index - chosen.frame_index.iloc[0]).abs()
-                        <= REAL_PARAMS.landmark_every]
+                        <= SMOOTHING_FRAMES // 2]
         assert around.measured.all() and frames.refined.any()
-        assert frames.measured.mean() < 0.7  # not every frame (landmark_every 3)
+        assert frames.measured.mean() < 0.7  # not every frame (coarse to fine)
         assert faces.loc[clip, "reference"] == "speaker_neutral"
         if "neutral" in clip:
             continue

@@ -30,8 +30,10 @@ def test_streams_every_frame_as_2d_uint8(grid_clip):
     frames = iter_gray_frames(grid_clip)
     first = next(frames)  # a generator: one frame decoded, not the clip
     assert first.shape == (288, 360) and first.dtype == np.uint8
-    assert first.flags["C_CONTIGUOUS"]
+    assert not first.flags.writeable  # a view of the decoder's frame: no copy per frame
+    kept = first.copy()
     assert 1 + sum(1 for _ in frames) == 75  # 3 s at 25 fps
+    assert np.array_equal(first, kept)  # a held frame outlives the decoding of the next ones
     info = probe(grid_clip)
     assert (info.width, info.height, info.fps) == (360, 288, 25.0)
 
