@@ -167,8 +167,9 @@ class FacesParams:
     max_yaw_deg: float = 20.0
     """Frames turned further than this are not frontal enough for ``peak_emotion``."""
     detect_every: int = 30
-    """Run the HOG detector on every N-th frame (and where the track is lost); the box is
-    tracked from the landmarks in between."""
+    """Run the HOG detector on every N-th frame (and on landmark frames while no face is
+    tracked); the box is tracked from the landmarks in between. It also bounds how long a
+    track can stay on a face that moved away faster than the landmarks follow."""
     landmark_every: int = 5
     """Coarse to fine: predict landmarks on every N-th frame, then on every frame within
     +-N of the best coarse candidate (1 = every frame)."""

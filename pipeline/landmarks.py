@@ -5,10 +5,12 @@ The HOG detector costs ~19 ms on a 480x360 frame and the 68-point shape predicto
 (coarse to fine):
 
 - the detector runs every ``detect_every``-th frame (downscaled by ``detect_scale``), and
-  on the next landmark frame after the landmark-fitted box has mostly left the picture (a
-  lost track); until a face has been found it also tries larger scales up to
-  ``max_detect_scale``, so small faces are found (and can be reported as too small)
-  instead of passing as no face;
+  on every landmark frame while no face is tracked (none seen yet, or a lost track: the
+  landmark-fitted box has mostly left the picture, or its size jumped); until a face has
+  been found it also tries larger scales up to ``max_detect_scale`` on its scheduled
+  frames, so small faces are found (and can be reported as too small) instead of passing
+  as no face. The detector interval also bounds how long a track stays on a spot a face
+  left faster than the stale-box landmarks follow (box geometry does not reveal that);
 - the 68 landmarks run every ``landmark_every``-th frame (and on a frame where a detection
   replaced the track), from the box fitted to the last landmarked frame; frames in between
   keep that box but no landmarks (NaN): nothing is interpolated. The predictor is robust to
@@ -43,7 +45,11 @@ TRACK_CONFIRM_IOU = 0.4
 downscaled detections are coarse, so the bar is lower than for matching boxes)."""
 MIN_INSIDE_SHARE = 0.5
 """A landmark-fitted box with less of its area than this inside the frame is a lost track
-(the face left the picture, or the landmarks slid off it): the next frame re-detects."""
+(the face left the picture, or the landmarks slid off it): the detector runs again."""
+MAX_SIZE_CHANGE = 1.5
+"""Landmarks whose fitted box is this many times wider or narrower than the box they were
+predicted from did not fit a face: a lost track. (On 83 GRID, MEAD and demo clips the
+ratio stays within 0.83-1.28, coarse detector boxes included.)"""
 
 
 @dataclass(frozen=True)
@@ -172,10 +178,13 @@ class _Tracker:
     def fit(self, points: np.ndarray, frame_shape: tuple[int, ...]) -> None:
         """Carry the box fitted to ``points`` (the last landmarks) to the next frames.
 
-        A box that has mostly left the frame is lost: the next frame re-detects.
+        A box that has mostly left the frame, or whose size jumped from the box the
+        landmarks were predicted from, is lost: the next landmark frame re-detects.
         """
         box = box_from_landmarks(points)
-        if _inside_share(box, frame_shape) < MIN_INSIDE_SHARE:
+        jump = (self.box is not None
+                and not 1 / MAX_SIZE_CHANGE <= _width(box) / _width(self.box) <= MAX_SIZE_CHANGE)
+        if jump or _inside_share(box, frame_shape) < MIN_INSIDE_SHARE:
             self.box, self.confirmed = None, False
             return
         self.box = box
@@ -184,11 +193,15 @@ class _Tracker:
             self.confirmed = False
 
     def detect_if_due(self, index: int, frame: np.ndarray) -> bool:
-        """Run the detector when scheduled (or when lost); return whether the box is new."""
+        """Run the detector when scheduled (or when lost); return whether the box is new.
+
+        Without a box (no face yet, or a lost track) the detector also runs on every
+        landmark frame, at the locked scale (the first one before any face was found).
+        """
         if index % self.params.detect_every == 0:
             return self._detect(frame, self.ladder if not self.scale else [self.scale])
-        if self.box is None and self.scale and index % self.params.landmark_every == 0:
-            return self._detect(frame, [self.scale])  # lost: re-acquire at the locked scale
+        if self.box is None and index % self.params.landmark_every == 0:
+            return self._detect(frame, [self.scale or self.ladder[0]])
         return False
 
     def _detect(self, frame: np.ndarray, scales: list[float]) -> bool:
@@ -206,6 +219,10 @@ class _Tracker:
                 return True
         self.box, self.confirmed = None, False
         return False
+
+
+def _width(box: Box) -> int:
+    return max(1, box[2] - box[0])
 
 
 def _inside_share(box: Box, frame_shape: tuple[int, ...]) -> float:

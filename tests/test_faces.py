@@ -28,7 +28,7 @@ from pipeline.faces import (
     select_frame,
     smoothing_support,
 )
-from pipeline.landmarks import fill_landmarks, track_face
+from pipeline.landmarks import _Tracker, box_from_landmarks, fill_landmarks, track_face
 from pipeline.runtime import QuarantineError
 from pipeline.video import read_gray_frame
 from tests.conftest import shared_dataset
@@ -135,6 +135,38 @@ def test_sparse_track_measures_every_third_frame_and_stays_on_the_face(grid_trac
     assert np.isnan(sparse.landmarks[~sparse.measured]).all()  # nothing interpolated
     error = np.linalg.norm(sparse.landmarks - dense.landmarks, axis=-1).mean(axis=-1)
     assert np.nanmax(error / inter_ocular(dense.landmarks)) < 0.05
+
+
+def test_a_face_that_appears_late_is_found_on_the_next_landmark_frame(tmp_path):
+    late = tmp_path / "late.mp4"  # frames 0-11 black, then the GRID face where it was
+    ffmpeg("-i", str(shared_dataset("grid-samples") / "bbaf2n.mpg"), "-an", "-vf",
+           "drawbox=enable='lt(n,12)':color=black:t=fill", "-c:v", "libx264", "-preset",
+           "ultrafast", str(late))
+    params = FacesParams(landmark_every=5, detect_every=60)
+    track = track_face(late, params)
+    # Not only at the next scheduled detection (60): every landmark frame searches.
+    assert np.array_equal(np.flatnonzero(track.measured), np.arange(15, 75, 5))
+    assert (track.boxes[:15] == -1).all() and (track.boxes[15:, 2] > 0).all()
+    ladder = 3  # frame 0 tries 0.5x, 1x, 2x while no face has been found
+    assert track.n_detections == ladder + 3 + 1  # frames 5, 10 and 15 at 0.5x; then 60
+
+
+def test_tracker_drops_a_box_that_left_the_frame_or_whose_size_jumped(grid_track):
+    _, dense = grid_track
+    points = dense.landmarks[0]
+    shape = (288, 360)
+    tracker = _Tracker(FacesParams())
+    tracker.fit(points, shape)
+    assert tracker.box == box_from_landmarks(points)
+    tracker.fit(points - [250.0, 0.0], shape)  # mostly left of the picture
+    assert tracker.box is None
+    tracker.fit(points, shape)  # no box to compare with: taken
+    centre = points.mean(axis=0)
+    tracker.fit(centre + 1.8 * (points - centre), shape)  # landmarks 1.8x the box
+    assert tracker.box is None
+    tracker.fit(points, shape)
+    tracker.fit(centre + 1.2 * (points - centre), shape)  # within a coarse box's error
+    assert tracker.box == box_from_landmarks(centre + 1.2 * (points - centre))
 
 
 def test_fill_landmarks_measures_the_wanted_frames_and_returns_them(grid_track):
