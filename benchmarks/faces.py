@@ -12,13 +12,17 @@ end-to-end rate at 480x360 it estimates full CREMA-D (7,442 clips x ~75 frames) 
 (goal <= 12 min). Then peak memory (ru_maxrss of a fresh process) for a 3 s vs a 60 s clip
 and for 1 vs 11 clips: it should be flat in both.
 
-Usage: ``python benchmarks/faces.py [--grid DIR] [--demo-speakers N]``.
+Each rate is the median of ``--repeat`` rounds (default 3) that interleave the four
+measurements, so a neighbour's load drifting during the run shifts all of them alike.
+
+Usage: ``python benchmarks/faces.py [--grid DIR] [--demo-speakers N] [--repeat N]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -71,19 +75,28 @@ def end_to_end(videos: list[Path], work: Path, params: FacesParams) -> tuple[int
     return counts["frames"], seconds
 
 
-def compare(name: str, videos: list[Path], work: Path) -> float:
+def compare(name: str, videos: list[Path], work: Path, repeat: int) -> float:
+    """Print the four rates (median of ``repeat`` interleaved rounds); return end-to-end's."""
     dlib_models()  # load once, outside every timing
     decode_only(videos[:1])  # warm the file cache
-    rates = {}
     dense = FacesParams(workers=1, sheet_samples=0, landmark_every=1)
     params = replace(dense, landmark_every=FacesParams().landmark_every)
-    for label, run in (("decode-only", decode_only), ("naive (HOG every frame)", naive),
-                       ("stage, landmarks every frame", lambda v: end_to_end(v, work / name,
-                                                                             dense)),
-                       ("end-to-end stage", lambda v: end_to_end(v, work / name, params))):
-        frames, seconds = run(videos)
-        rates[label] = frames / seconds
-        print(f"  {label:26s} {frames:6d} frames {seconds:7.2f} s {rates[label]:8.1f} frames/s")
+    runs = (("decode-only", decode_only), ("naive (HOG every frame)", naive),
+            ("stage, landmarks every frame", lambda v: end_to_end(v, work / name, dense)),
+            ("end-to-end stage", lambda v: end_to_end(v, work / name, params)))
+    # Rounds interleave the measurements, so a neighbour's load shifts all of them alike.
+    samples: dict[str, list[tuple[int, float]]] = {label: [] for label, _ in runs}
+    for _ in range(repeat):
+        for label, run in runs:
+            samples[label].append(run(videos))
+    rates = {}
+    for label, measured in samples.items():
+        frames = measured[0][0]
+        per_round = sorted(n / seconds for n, seconds in measured)
+        rates[label] = statistics.median(per_round)
+        spread = f"  ({per_round[0]:.0f}-{per_round[-1]:.0f})" if repeat > 1 else ""
+        print(f"  {label:28s} {frames:6d} frames {frames / rates[label]:7.2f} s "
+              f"{rates[label]:8.1f} frames/s{spread}")
     e2e = rates["end-to-end stage"]
     print(f"  end-to-end / decode-only = {e2e / rates['decode-only']:.1%}  (goal >= 25%)")
     print(f"  end-to-end / naive       = {e2e / rates['naive (HOG every frame)']:.1f}x  "
@@ -140,6 +153,8 @@ def main() -> None:
     parser.add_argument("--grid", type=Path, default=REPO.parent / "shared" / "datasets"
                         / "grid-samples")
     parser.add_argument("--demo-speakers", type=int, default=4)
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="interleaved rounds per corpus; rates are their medians")
     args = parser.parse_args()
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (rates are per "
           "CPU-second of this process)")
@@ -149,10 +164,10 @@ def main() -> None:
         demo = demo_videos(work, args.demo_speakers)
         if demo:
             print(f"demo corpus: {len(demo)} clips at 480x360")
-            rate_480 = compare("demo", demo, work)
+            rate_480 = compare("demo", demo, work, args.repeat)
         grid = sorted(args.grid.glob("*.mpg"))
         print(f"grid-samples: {len(grid)} clips at 360x288")
-        rate_grid = compare("grid", grid, work)
+        rate_grid = compare("grid", grid, work, args.repeat)
         if rate_480 is None:  # scale by pixels: decode and HOG cost grow with frame area
             rate_480 = rate_grid * (360 * 288) / (480 * 360)
             print("  (480x360 rate estimated from GRID by frame area)")

@@ -21,13 +21,7 @@ from pipeline.face_scores import (
     head_pose,
     model_points_3d,
 )
-from pipeline.faces import (
-    SMOOTHING_FRAMES,
-    refine_windows,
-    run_faces,
-    select_frame,
-    smoothing_support,
-)
+from pipeline.faces import refine_windows, run_faces, select_frame
 from pipeline.landmarks import _Tracker, box_from_landmarks, fill_landmarks, track_face
 from pipeline.runtime import QuarantineError
 from pipeline.video import read_gray_frame
@@ -227,9 +221,6 @@ def test_refine_windows_cover_the_best_coarse_candidates(monkeypatch):
     wanted = refine_windows(s, "frontal", False, params)
     expected[6:13] = True  # the second best; 12, third, is inside its window
     assert np.array_equal(wanted, expected)
-    support = np.zeros(n, bool)
-    support[25:36] = support[4:15] = True  # + half the 5-frame smoothing window
-    assert np.array_equal(smoothing_support(wanted), support)
     # The final choice stays in the windows even where a coarse frame outside scores higher.
     s["frontality"][0] = 1.0
     assert select_frame(s, "frontal", False, FacesParams(), among=wanted) == 30
@@ -342,11 +333,15 @@ def test_mead_peak_frames_are_more_expressive_than_the_median_frame(real_run):
         assert len(chosen) == 1 and chosen.frame_index.iloc[0] == faces.loc[clip, "frame_index"]
         assert chosen.measured.iloc[0]
         assert frames.expression[~frames.measured].isna().all()  # nothing interpolated
-        # Coarse to fine: the chosen frame lies in a refined window, where every frame its
-        # smoothed score averages was measured (it scores as in a dense track).
-        around = frames[(frames.frame_index - chosen.frame_index.iloc[0]).abs()
-                        <= SMOOTHING_FRAMES // 2]
-        assert around.measured.all() and frames.refined.any()
+        # Coarse to fine: the chosen frame lies in a refined window, a run of at least
+        # 2 * landmark_every + 1 measured frames (fewer only at the clip's first or last frame).
+        measured = frames.sort_values("frame_index").measured.to_numpy()
+        at = int(chosen.frame_index.iloc[0])
+        first = at + 1 - np.argmin(np.r_[measured[at::-1], False])
+        last = at - 1 + np.argmin(np.r_[measured[at:], False])
+        assert (last - first >= 2 * REAL_PARAMS.landmark_every
+                or first == 0 or last == len(measured) - 1), clip
+        assert frames.refined.any()
         assert frames.measured.mean() < 0.7  # not every frame (coarse to fine)
         assert faces.loc[clip, "reference"] == "speaker_neutral"
         if "neutral" in clip:
