@@ -10,7 +10,8 @@ length of clips:
    mean shape).
 2. Each clip's landmarked frames are scored (:mod:`pipeline.face_scores`) against its
    reference and the best coarse candidates for the mode are found (:func:`refine_windows`).
-   The clip is re-decoded up to them (as the crop needs anyway), landmarks are predicted on
+   The clip is re-decoded over them, from the keyframe before (as the crop needs anyway;
+   :func:`~pipeline.video.iter_gray_frames_between`), landmarks are predicted on
    every frame within +-``landmark_every`` of each (:func:`~pipeline.landmarks.fill_landmarks`),
    all measured frames are re-scored with the same functions, and the best frame of the
    windows (:func:`select_frame`; coarse frames inside them included) is cropped
@@ -110,7 +111,7 @@ class ClipJob:
     video: str
     """Absolute path of the video."""
     track_file: str
-    """Where pass 1 spills the landmark track (``.npz``: landmarks, boxes)."""
+    """Where pass 1 spills the landmark track (``.npz``: landmarks, boxes, pts, seek_pos)."""
 
     @property
     def neutral(self) -> bool:
@@ -296,7 +297,8 @@ def track_clip(job: ClipJob, params: FacesParams) -> TrackSummary:
         )
     if track.n_faces > 1 and params.multiple_faces == "quarantine":
         raise QuarantineError("multiple_faces", f"{track.n_faces} faces in a frame", job.video)
-    np.savez(job.track_file, landmarks=track.landmarks, boxes=track.boxes)
+    np.savez(job.track_file, landmarks=track.landmarks, boxes=track.boxes, pts=track.pts,
+             seek_pos=track.seek_pos)
     yaw = contour_yaw(track.landmarks)
     frontal = ~np.isnan(yaw) & (np.abs(yaw) <= params.max_yaw_deg)
     shapes = canonical_shapes(track.landmarks[frontal])
@@ -315,12 +317,13 @@ def select_clip(job: ClipJob, reference: Reference, n_faces: int,
     """
     with np.load(job.track_file) as track:
         coarse, boxes = track["landmarks"], track["boxes"]
+        seek = (track["pts"], track["seek_pos"])
     Path(job.track_file).unlink()
     # Coarse scores are smoothed over >= 3 landmarked frames, as noise-robust as dense ones.
     coarse_window = max(SMOOTHING_FRAMES, 2 * params.landmark_every + 1)
     windows = refine_windows(frame_scores(coarse, reference, params.max_yaw_deg, coarse_window),
                              params.mode, job.neutral, params)
-    landmarks, frames, n_refined = fill_landmarks(job.video, coarse, boxes, windows)
+    landmarks, frames, n_refined = fill_landmarks(job.video, coarse, boxes, windows, seek)
     scores = frame_scores(landmarks, reference, params.max_yaw_deg)
     index = select_frame(scores, params.mode, job.neutral, params, among=windows)
     frame = frames[index] if index in frames else read_gray_frame(job.video, index)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +36,7 @@ from PIL import Image
 
 from pipeline.config import FacesParams
 from pipeline.dlib_models import model_path
-from pipeline.video import iter_gray_frames
+from pipeline.video import iter_gray_frames, iter_gray_frames_between, iter_timed_frames
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,11 @@ class FaceTrack:
     """Detector runs (each a call at one scale)."""
     n_predictions: int
     """Shape-predictor calls (a detector box is refitted: two calls on that frame)."""
+    pts: np.ndarray
+    """``(n_frames,)`` int64 frame timestamps (:class:`~pipeline.video.TimedFrame`)."""
+    seek_pos: np.ndarray
+    """``(n_frames,)`` int64 byte offsets of the keyframes decoding can restart from (-1:
+    not one): :func:`fill_landmarks` decodes its windows from there."""
 
     @property
     def measured(self) -> np.ndarray:
@@ -254,9 +260,11 @@ def track_face(path: str | Path, params: FacesParams) -> FaceTrack:
     tracker = _Tracker(params)
     landmarks: list[np.ndarray] = []
     boxes: list[Box] = []
+    timeline: list[tuple[int, int]] = []
     missing = np.full((N_LANDMARKS, 2), np.nan, np.float32)
     n_predictions = 0
-    for index, frame in enumerate(iter_gray_frames(path, params.max_frames)):
+    for index, (frame, pts, seek_pos) in enumerate(iter_timed_frames(path, params.max_frames)):
+        timeline.append((pts, seek_pos))
         fresh = tracker.detect_if_due(index, frame)
         if tracker.box is None:
             landmarks.append(missing)
@@ -281,15 +289,20 @@ def track_face(path: str | Path, params: FacesParams) -> FaceTrack:
         detect_scale=tracker.scale,
         n_detections=tracker.n_detections,
         n_predictions=n_predictions,
+        pts=np.array([t[0] for t in timeline], dtype=np.int64),
+        seek_pos=np.array([t[1] for t in timeline], dtype=np.int64),
     )
 
 
 def fill_landmarks(path: str | Path, landmarks: np.ndarray, boxes: np.ndarray,
-                   wanted: np.ndarray) -> tuple[np.ndarray, dict[int, np.ndarray], int]:
+                   wanted: np.ndarray, seek: tuple[np.ndarray, np.ndarray] | None = None,
+                   ) -> tuple[np.ndarray, dict[int, np.ndarray], int]:
     """Return ``landmarks`` measured on every ``wanted`` frame, those frames, and the calls.
 
     ``landmarks`` and ``boxes`` are a :class:`FaceTrack`'s; ``wanted`` a ``(n_frames,)``
-    mask. Decodes up to the last wanted frame. A wanted frame without landmarks is
+    mask. Decodes up to the last wanted frame: from the start, or with ``seek`` (the
+    track's ``pts`` and ``seek_pos``) from the last keyframe before the first wanted frame
+    (:func:`~pipeline.video.iter_gray_frames_between`). A wanted frame without landmarks is
     predicted from the box fitted to the previous frame's landmarks when that frame has
     them (a dense track, as with ``landmark_every`` 1), else from its tracked box; frames
     without a tracked face stay NaN. Returns a copy of ``landmarks``, the wanted frames'
@@ -298,8 +311,7 @@ def fill_landmarks(path: str | Path, landmarks: np.ndarray, boxes: np.ndarray,
     filled = landmarks.copy()
     frames: dict[int, np.ndarray] = {}
     calls = 0
-    last = int(np.flatnonzero(wanted)[-1]) if wanted.any() else -1
-    for index, frame in enumerate(iter_gray_frames(path, last + 1)):
+    for index, frame in _frames_spanning(path, wanted, seek):
         if not wanted[index]:
             continue
         frames[index] = frame
@@ -311,3 +323,15 @@ def fill_landmarks(path: str | Path, landmarks: np.ndarray, boxes: np.ndarray,
         filled[index] = predict_landmarks(frame, box)
         calls += 1
     return filled, frames, calls
+
+
+def _frames_spanning(path: str | Path, wanted: np.ndarray, seek: tuple[np.ndarray, np.ndarray]
+                     | None) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(index, frame)`` over the span of the ``wanted`` frames (from 0 without seek)."""
+    indices = np.flatnonzero(wanted)
+    if indices.size == 0:
+        return
+    if seek is None:
+        yield from enumerate(iter_gray_frames(path, int(indices[-1]) + 1))
+    else:
+        yield from iter_gray_frames_between(path, int(indices[0]), int(indices[-1]), *seek)

@@ -108,3 +108,44 @@ def test_a_long_clip_streams_in_constant_memory(tmp_path, grid_clip):
     tracemalloc.stop()
     assert n == 600
     assert peak < 20 * 288 * 360  # a handful of frames, not 600 of them (62 MB)
+
+
+def keyframes_by_ffprobe(path: Path) -> list[int]:
+    out = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v", "-show_entries",
+                          "frame=key_frame", "-of", "csv=p=0", str(path)], check=True,
+                         capture_output=True, text=True).stdout.split()
+    return [i for i, key in enumerate(out) if key.strip(",") == "1"]
+
+
+@pytest.mark.parametrize("encoding", ["grid", "flv", "mp4_bframes", "mpeg2_bframes"])
+def test_windows_decode_from_the_keyframe_before_them_to_the_same_frames(
+        tmp_path, grid_clip, encoding, monkeypatch):
+    import pipeline.video as video
+
+    path = grid_clip
+    if encoding != "grid":  # one I frame every 12, as GRID and CREMA-D's FLV
+        path = tmp_path / {"flv": "c.flv", "mp4_bframes": "c.mp4", "mpeg2_bframes": "c.mpg"}[
+            encoding]
+        codec = {"flv": ["flv"], "mp4_bframes": ["libx264", "-bf", "2"],
+                 "mpeg2_bframes": ["mpeg2video", "-bf", "2"]}[encoding]
+        ffmpeg("-i", str(grid_clip), "-an", "-g", "12", "-c:v", *codec, str(path))
+    timed = list(video.iter_timed_frames(path))
+    whole = [t.gray.copy() for t in timed]
+    pts = np.array([t.pts for t in timed])
+    seek_pos = np.array([t.seek_pos for t in timed])
+    assert set(np.flatnonzero(seek_pos >= 0)) <= set(keyframes_by_ffprobe(path))
+    from_start = []
+
+    def decode_from_start(*args):
+        from_start.append(args)
+        return iter_gray_frames(*args)
+
+    monkeypatch.setattr(video, "iter_gray_frames", decode_from_start)
+    for first, last in ((40, 50), (3, 9), (24, 24), (70, 74)):
+        got = list(video.iter_gray_frames_between(path, first, last, pts, seek_pos))
+        assert [i for i, _ in got] == list(range(first, last + 1))
+        assert all(np.array_equal(frame, whole[i]) for i, frame in got), (first, last)
+    if encoding == "mpeg2_bframes":
+        return  # open GOPs: no restart point the timestamps confirm -> from the start
+    assert np.array_equal(np.flatnonzero(seek_pos >= 0), np.arange(0, 75, 12))
+    assert len(from_start) == 1  # only (3, 9), before the second keyframe
