@@ -356,6 +356,9 @@ class TrainVoiceParams:
     """``auto`` (CUDA when present), ``cpu`` or ``cuda``."""
     pooling: Literal["temporal", "style_tokens"] = "temporal"
     """Attention keys / values: the GRU's outputs, or GST's style tokens (DeepTalk)."""
+    target: Literal["clip", "speaker_mean"] = "clip"
+    """Regression target: each clip's own face features (003), or the mean over the speaker's
+    clips (identity only: the expression of one frame is noise the voice cannot predict)."""
     standardize_targets: bool = True
     """Standardise the VAE features per dimension on train (folded back into the saved model)."""
     time_shift: bool = True
@@ -379,6 +382,8 @@ class TrainVoiceParams:
         _check(self.device in ("auto", "cpu", "cuda"), "train_voice.device", "auto, cpu or cuda")
         _check(self.pooling in ("temporal", "style_tokens"), "train_voice.pooling",
                f"must be temporal or style_tokens, got {self.pooling!r}")
+        _check(self.target in ("clip", "speaker_mean"), "train_voice.target",
+               f"must be clip or speaker_mean, got {self.target!r}")
         _check_range(self.collapse_warning, "train_voice.collapse_warning", 0.0, 1.0)
         _check_range(self.num_workers, "train_voice.num_workers", 0, 256)
         _check_range(self.threads, "train_voice.threads", 0, 256)

@@ -107,7 +107,10 @@ _FACTOR_LOADINGS = {
     "eye_size": (0.0, 0.0, 0.6), "mouth_width": (0.0, 0.0, 0.8),
     "lip_thickness": (0.0, 0.0, 0.5),
 }
-_INDIVIDUAL_NOISE = 0.1
+_FACTOR_WEIGHT = 0.65
+"""Scale of the factors' pull on the offsets: identity differences as large as the sex's."""
+_INDIVIDUAL_NOISE = 0.04
+"""Per-offset noise no voice cue carries: small, so that the voice sets the face."""
 
 
 def sex_typed_mean(name: str, male: bool) -> float:
@@ -125,7 +128,7 @@ def sample_geometry(rng: np.random.Generator, male: bool, skin_tone: float,
     """Return a sex-typed face geometry driven by ``factors`` (offsets clipped to [-1, 1])."""
     shape = {
         name: float(np.clip(sex_typed_mean(name, male)
-                            + 0.45 * float(np.dot(_FACTOR_LOADINGS[name], factors))
+                            + _FACTOR_WEIGHT * float(np.dot(_FACTOR_LOADINGS[name], factors))
                             + rng.normal(0, _INDIVIDUAL_NOISE), -1, 1))
         for name in SHAPE_FIELDS
     }
@@ -380,8 +383,12 @@ def _apply_appearance(frame: np.ndarray, lms: np.ndarray, g: FaceGeometry) -> np
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     d = interocular(lms)
     centre = lms[[27, 8]].mean(0)
-    half_w = (lms[16, 0] - lms[0, 0]) / 2 * 1.25
-    half_h = (lms[8, 1] - lms[19, 1]) / 2 * 1.45
+    # Flat over the whole face (the profile falls off beyond the jaw): a tone is a uniform
+    # gain inside the contour, which the faces stage's contrast stretch removes, as it
+    # removes lighting; a tone that shaded the face unevenly would be an identity cue no
+    # voice carries.
+    half_w = (lms[16, 0] - lms[0, 0]) / 2 * 1.7
+    half_h = (lms[8, 1] - lms[19, 1]) / 2 * 1.9
     face = np.exp(-(((xx - centre[0]) / half_w) ** 2 + ((yy - centre[1]) / half_h) ** 2) ** 2)
     tone = 1 + (g.skin_tone - 1) * face
     colour = np.array([1 + 0.07 * g.warmth, 1.0, 1 - 0.07 * g.warmth], np.float32)

@@ -18,6 +18,7 @@ from pipeline.voice_training import (
     circular_shift,
     face_features,
     fold_output_affine,
+    speaker_mean_targets,
     speaker_variance_ratio,
     voice_loss,
 )
@@ -94,6 +95,12 @@ def test_speaker_variance_ratio_measures_collapse(deterministic_rng):
     # within-speaker variation alone is not spread across speakers
     within = np.array([[1.0], [-1.0]] * 3) * np.ones((1, 5))
     assert speaker_variance_ratio(within, true, speakers) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_speaker_mean_targets_average_each_speakers_rows():
+    targets = torch.tensor([[1.0, 0.0], [3.0, 2.0], [10.0, 10.0], [5.0, 4.0]])
+    means = speaker_mean_targets(targets, ["a", "a", "b", "a"])
+    assert means.tolist() == [[3.0, 2.0], [3.0, 2.0], [10.0, 10.0], [3.0, 2.0]]
 
 
 def test_circular_shift_rotates_without_losing_samples():
