@@ -109,12 +109,8 @@ def face_features(vae: FaceVAE, faces: torch.Tensor, batch_size: int = 256) -> t
 
 def speaker_mean_targets(targets: torch.Tensor, speakers: Sequence[str]) -> torch.Tensor:
     """Return ``targets`` ``(N, D)`` with each row replaced by the mean of its speaker's rows."""
-    names = list(dict.fromkeys(speakers))
-    index = torch.tensor([names.index(s) for s in speakers])
-    sums = torch.zeros(len(names), targets.shape[1], dtype=targets.dtype)
-    sums.index_add_(0, index, targets)
-    counts = torch.bincount(index, minlength=len(names)).to(targets.dtype)
-    return (sums / counts[:, None])[index]
+    gallery = speaker_gallery(targets.numpy(), speakers)
+    return torch.from_numpy(gallery.vectors[gallery.index_of(speakers)]).to(targets.dtype)
 
 
 @dataclass(frozen=True)
