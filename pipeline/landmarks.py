@@ -231,21 +231,28 @@ def _width(box: Box) -> int:
     return max(1, box[2] - box[0])
 
 
+def _area(box: Box) -> int:
+    return (box[2] - box[0]) * (box[3] - box[1])
+
+
+def _intersection(a: Box, b: Box) -> int:
+    """Return the area two boxes share."""
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    return max(0, w) * max(0, h)
+
+
 def _inside_share(box: Box, frame_shape: tuple[int, ...]) -> float:
     """Return the share of ``box``'s area inside a frame of ``frame_shape`` (rows, columns)."""
-    height, width = frame_shape[:2]
-    w = min(box[2], width) - max(box[0], 0)
-    h = min(box[3], height) - max(box[1], 0)
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    return max(0, w) * max(0, h) / area if area > 0 else 0.0
+    area = _area(box)
+    frame = (0, 0, frame_shape[1], frame_shape[0])
+    return _intersection(box, frame) / area if area > 0 else 0.0
 
 
 def _overlap(a: Box, b: Box) -> float:
     """Return the intersection over union of two boxes."""
-    w = min(a[2], b[2]) - max(a[0], b[0])
-    h = min(a[3], b[3]) - max(a[1], b[1])
-    inter = max(0, w) * max(0, h)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    inter = _intersection(a, b)
+    union = _area(a) + _area(b) - inter
     return inter / union if union > 0 else 0.0
 
 
