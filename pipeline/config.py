@@ -166,13 +166,14 @@ class FacesParams:
     """In ``combined`` mode, weight of expression vs frontality (0 = frontal only)."""
     max_yaw_deg: float = 20.0
     """Frames turned further than this are not frontal enough for ``peak_emotion``."""
-    detect_every: int = 30
+    detect_every: int = 40
     """Run the HOG detector on every N-th frame (and on landmark frames while no face is
     tracked); the box is tracked from the landmarks in between. It also bounds how long a
     track can stay on a face that moved away faster than the landmarks follow."""
     landmark_every: int = 5
-    """Coarse to fine: predict landmarks on every N-th frame, then on every frame within
-    +-N of the best coarse candidate (1 = every frame)."""
+    """Coarse to fine: predict landmarks on every N-th frame, then on every frame from the
+    best coarse candidate to its coarse neighbour on the side of the estimated peak, plus
+    2 frames on the other side (+-N where there is no estimate; 1 = every frame)."""
     detect_scale: float = 0.5
     """Downscale factor of the frames the detector sees."""
     max_detect_scale: float = 2.0

@@ -9,12 +9,14 @@ length of clips:
    process forms the neutral references (the speaker's NEU clips' mean shape; a global
    mean shape).
 2. Each clip's landmarked frames are scored (:mod:`pipeline.face_scores`) against its
-   reference and the best coarse candidates for the mode are found (:func:`refine_windows`).
+   reference and the best coarse candidates for the mode are found, each with a short
+   window reaching towards the peak its coarse neighbours point to (:func:`refine_windows`).
    The clip is re-decoded over them, from the keyframe before (as the crop needs anyway;
-   :func:`~pipeline.video.iter_gray_frames_between`), landmarks are predicted on
-   every frame within +-``landmark_every`` of each (:func:`~pipeline.landmarks.fill_landmarks`),
-   all measured frames are re-scored with the same functions, and the best frame of the
-   windows (:func:`select_frame`; coarse frames inside them included) is cropped
+   :func:`~pipeline.video.iter_gray_frames_between`), landmarks are predicted on every
+   frame of the windows (and refitted on frames measured from a detector box;
+   :func:`~pipeline.landmarks.fill_landmarks`), all measured frames are re-scored with the
+   same functions, and the best frame of the windows (:func:`select_frame`; coarse frames
+   inside them included) is cropped
    (:mod:`pipeline.face_crop`). Frames never landmarked score NaN and are never chosen:
    nothing is interpolated. With ``landmark_every`` 1 every frame is measured in pass 1.
 
@@ -72,11 +74,19 @@ SMOOTHING_FRAMES = 5
 """Per-frame scores are averaged over this many frames (centred; measured frames only)."""
 REFINE_CANDIDATES = 1
 """Coarse candidates (best first, each outside the windows of the better ones) around which
-pass 2 measures every frame. On the 21 emotional MEAD clips at ``landmark_every`` 5, the
-chosen peak frame's expression in a dense track, as a share of the dense track's best minus
-the clip median, is 0.93 on average (worst clip 0.70) with one window; a second window
-costs ~9 more calls per clip for 0.97 (0.72). On 64 demo clips one window finds every true
-peak and frontal frame within 2."""
+pass 2 measures every frame. On the 21 emotional MEAD clips at ``landmark_every`` 5 with
++-5 windows, the chosen peak frame's expression in a dense track, as a share of the dense
+track's best minus the clip median, is 0.93 on average (worst clip 0.70) with one window;
+a second window costs ~9 more calls per clip for 0.97 (0.72). On 64 demo clips one window
+finds every true peak and frontal frame within 2."""
+REFINE_MARGIN = 2
+"""Frames a window reaches from its candidate away from the estimated peak
+(:func:`refine_windows`). Against +-``landmark_every`` windows at ``landmark_every`` 5: 2
+fewer predictor calls where a peak is estimated (GRID, where about half the clips have an
+estimate: 7.6 -> 6.5 per clip), the same hits on 64 demo clips, MEAD share 0.92 (worst
+clip 0.69) instead of 0.93 (0.70). A margin of 1: MEAD 0.90 (0.51); a +-3 window centred
+on the vertex: 0.87 (0.51), as the coarse vertex tells the side of the peak better than
+its place."""
 BLINK_RATIO = 0.6
 """Frames whose eye openness is below this share of the clip's median are blinks: skipped."""
 ROW_GROUP_ROWS = 256
@@ -111,7 +121,8 @@ class ClipJob:
     video: str
     """Absolute path of the video."""
     track_file: str
-    """Where pass 1 spills the landmark track (``.npz``: landmarks, boxes, pts, seek_pos)."""
+    """Where pass 1 spills the landmark track (``.npz``: landmarks, boxes, pts, seek_pos,
+    unrefined)."""
 
     @property
     def neutral(self) -> bool:
@@ -259,25 +270,54 @@ def select_frame(scores: dict, mode: str, neutral: bool, params: FacesParams,
 def refine_windows(scores: dict, mode: str, neutral: bool, params: FacesParams) -> np.ndarray:
     """Return the ``(n,)`` mask of the frames the final choice is made among.
 
-    The windows span +-``landmark_every`` frames around each of the best
-    :data:`REFINE_CANDIDATES` coarse candidates (``scores`` of the coarse track), taken
-    best first, skipping frames inside a better one's window. Pass 2 measures every frame
-    in them. The frames at a window's edge average fewer measured frames when smoothed (3
-    of 5 at the outer edge); measuring the 2 frames beyond each edge as well cost 4 more
-    predictor calls per clip (+13%), changed no choice on 64 demo clips and moved 6 of 21
-    MEAD choices by 1-2 frames (dense-track expression share 0.94 instead of 0.93).
+    One window around each of the best :data:`REFINE_CANDIDATES` coarse candidates
+    (``scores`` of the coarse track), taken best first, skipping frames inside a better
+    one's window. With ``k = landmark_every``, a window spans the candidate, its coarse
+    neighbour ``k`` frames away on the side of the peak :func:`coarse_peak` estimates,
+    and :data:`REFINE_MARGIN` frames on the other side; +-``k`` frames where it estimates
+    none (a candidate at the clip's edge, next to a blink or a turned head, or at a flat
+    top). Pass 2 measures every frame in them. The frames at a window's edge average fewer
+    measured frames when smoothed (3 of 5 at the outer edge); measuring the 2 frames beyond
+    each edge of a +-``k`` window as well cost 4 more predictor calls per clip (+13%),
+    changed no choice on 64 demo clips and moved 6 of 21 MEAD choices by 1-2 frames
+    (dense-track expression share 0.94 instead of 0.93).
     """
     ranking = selection_scores(scores, mode, neutral, params)
-    radius = params.landmark_every
+    step = params.landmark_every
+    margin = min(REFINE_MARGIN, step)
     wanted = np.zeros(len(ranking), bool)
     taken = 0
     for index in np.argsort(-ranking, kind="stable"):
         if taken == REFINE_CANDIDATES or not np.isfinite(ranking[index]):
             break
-        if not wanted[index]:
-            wanted[max(0, index - radius):index + radius + 1] = True
-            taken += 1
+        if wanted[index]:
+            continue
+        peak = coarse_peak(ranking, int(index), step)
+        before = margin if peak is not None and peak > index else step
+        after = margin if peak is not None and peak < index else step
+        wanted[max(0, index - before):index + after + 1] = True
+        taken += 1
     return wanted
+
+
+def coarse_peak(ranking: np.ndarray, index: int, step: int) -> float | None:
+    """Return the vertex of the parabola through ``ranking`` at ``index`` and ``index +- step``.
+
+    ``ranking`` holds selection scores of the coarse track (landmarks every ``step``-th
+    frame); the vertex estimates where between the coarse frames the scores peak, within
+    ``step / 2`` of ``index``. Returns None where the estimate is degenerate: a neighbour
+    outside the clip or without a finite score, ``index`` not a local maximum, or the
+    three scores not strictly concave (a flat top).
+    """
+    if step < 1 or index - step < 0 or index + step >= len(ranking):
+        return None
+    before, peak, after = (float(ranking[i]) for i in (index - step, index, index + step))
+    if not np.isfinite((before, peak, after)).all() or peak < max(before, after):
+        return None
+    curvature = before - 2.0 * peak + after
+    if curvature >= 0.0:
+        return None
+    return index + step * (before - after) / (2.0 * curvature)
 
 
 def track_clip(job: ClipJob, params: FacesParams) -> TrackSummary:
@@ -298,7 +338,7 @@ def track_clip(job: ClipJob, params: FacesParams) -> TrackSummary:
     if track.n_faces > 1 and params.multiple_faces == "quarantine":
         raise QuarantineError("multiple_faces", f"{track.n_faces} faces in a frame", job.video)
     np.savez(job.track_file, landmarks=track.landmarks, boxes=track.boxes, pts=track.pts,
-             seek_pos=track.seek_pos)
+             seek_pos=track.seek_pos, unrefined=track.unrefined)
     yaw = contour_yaw(track.landmarks)
     frontal = ~np.isnan(yaw) & (np.abs(yaw) <= params.max_yaw_deg)
     shapes = canonical_shapes(track.landmarks[frontal])
@@ -318,12 +358,14 @@ def select_clip(job: ClipJob, reference: Reference, n_faces: int,
     with np.load(job.track_file) as track:
         coarse, boxes = track["landmarks"], track["boxes"]
         seek = (track["pts"], track["seek_pos"])
+        unrefined = track["unrefined"]
     Path(job.track_file).unlink()
     # Coarse scores are smoothed over >= 3 landmarked frames, as noise-robust as dense ones.
     coarse_window = max(SMOOTHING_FRAMES, 2 * params.landmark_every + 1)
     windows = refine_windows(frame_scores(coarse, reference, params.max_yaw_deg, coarse_window),
                              params.mode, job.neutral, params)
-    landmarks, frames, n_refined = fill_landmarks(job.video, coarse, boxes, windows, seek)
+    landmarks, frames, n_refined = fill_landmarks(job.video, coarse, boxes, windows, seek,
+                                                  unrefined)
     scores = frame_scores(landmarks, reference, params.max_yaw_deg)
     index = select_frame(scores, params.mode, job.neutral, params, among=windows)
     frame = frames[index] if index in frames else read_gray_frame(job.video, index)
@@ -335,7 +377,8 @@ def select_clip(job: ClipJob, reference: Reference, n_faces: int,
     curves = pa.table(
         {"clip_id": [job.clip_id] * n, "frame_index": np.arange(n),
          **{name: scores[name] for name in FRAME_SCORES.names[2:8]},
-         "measured": measured, "refined": measured & np.isnan(coarse[:, 0, 0]),
+         "measured": measured,
+         "refined": measured & (np.isnan(coarse[:, 0, 0]) | (unrefined & windows)),
          "chosen": np.arange(n) == index},
     )
     return {

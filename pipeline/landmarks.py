@@ -17,7 +17,11 @@ The HOG detector costs ~19 ms on a 480x360 frame and the 68-point shape predicto
   the stale box: at ``landmark_every`` 3-5, landmarks on GRID, MEAD and demo clips differ
   from a dense track's by 0.7-1.1% of the inter-ocular distance (mean), as much as the
   dense track's own box-dependent jitter; extrapolating the box with the face's velocity
-  did not bring them closer, and no track was lost.
+  did not bring them closer, and no track was lost. A (downscaled) detector box is
+  coarser: its landmarks differ from those of the box refitted to them by 1.0-2.3% of
+  the inter-ocular distance, twice a refit's own jitter. They place the tracked box and
+  count as that frame's coarse landmarks (:attr:`FaceTrack.unrefined`), and are refitted
+  only where pass 2 wants the frame: refitting each in pass 1 cost one call per clip;
 - :func:`fill_landmarks` later measures every frame of a few short windows (around the
   coarse choice, :mod:`pipeline.faces`), chaining the box frame to frame as a dense track.
 """
@@ -72,12 +76,15 @@ class FaceTrack:
     n_detections: int
     """Detector runs (each a call at one scale)."""
     n_predictions: int
-    """Shape-predictor calls (a detector box is refitted: two calls on that frame)."""
+    """Shape-predictor calls (one per landmarked frame)."""
     pts: np.ndarray
     """``(n_frames,)`` int64 frame timestamps (:class:`~pipeline.video.TimedFrame`)."""
     seek_pos: np.ndarray
     """``(n_frames,)`` int64 byte offsets of the keyframes decoding can restart from (-1:
     not one): :func:`fill_landmarks` decodes its windows from there."""
+    unrefined: np.ndarray
+    """``(n_frames,)`` bool: landmarks predicted from a fresh (coarse) detector box, not yet
+    refitted; :func:`fill_landmarks` refits those its windows contain."""
 
     @property
     def measured(self) -> np.ndarray:
@@ -132,7 +139,25 @@ def predict_landmarks(frame: np.ndarray, box: tuple[int, int, int, int]) -> np.n
     # dlib converts the whole image it is given: hand it only the face's neighbourhood.
     region = np.ascontiguousarray(frame[y0:bottom + pad, x0:right + pad])
     shape = predictor(region, dlib.rectangle(left - x0, top - y0, right - x0, bottom - y0))
-    return np.array([(p.x + x0, p.y + y0) for p in shape.parts()], dtype=np.float32)
+    return points_array(shape.parts()) + np.array((x0, y0), np.float32)
+
+
+_PARENTHESES = str.maketrans("", "", "()")
+
+
+def points_array(points: dlib.points) -> np.ndarray:
+    """Return dlib ``points`` as an ``(n, 2)`` float32 array of x, y.
+
+    Parses their text form, ``points[(x, y), ...]``, which dlib writes in one C++ call:
+    reading the points one by one makes three Python objects per point and cost ~150 us
+    per face (~7% of a predictor call), the text ~45-70 us. Raises ValueError when the
+    text has another form.
+    """
+    text = str(points)
+    if not (text.startswith("points[") and text.endswith("]")):
+        raise ValueError(f"unexpected text form of dlib points: {text[:40]!r}")
+    values = np.fromstring(text[7:-1].translate(_PARENTHESES), dtype=np.float32, sep=",")
+    return values.reshape(-1, 2)
 
 
 # A dlib HOG box relative to the 68 landmarks it yields: centred on their centroid (0.05 RMS
@@ -260,7 +285,8 @@ def track_face(path: str | Path, params: FacesParams) -> FaceTrack:
     """Return the :class:`FaceTrack` of the largest face in the video at ``path``.
 
     Landmarks are predicted on every ``params.landmark_every``-th frame (and where a fresh
-    detection must be refitted); the other frames keep their tracked box and NaN landmarks.
+    detection replaced the box: those are ``unrefined``); the other frames keep their
+    tracked box and NaN landmarks.
     Streams the video (only the current frame is held). Raises
     :class:`~pipeline.runtime.QuarantineError` for files :mod:`pipeline.video` cannot decode.
     """
@@ -269,6 +295,7 @@ def track_face(path: str | Path, params: FacesParams) -> FaceTrack:
     boxes: list[Box] = []
     timeline: list[tuple[int, int]] = []
     missing = np.full((N_LANDMARKS, 2), np.nan, np.float32)
+    unrefined: list[int] = []
     n_predictions = 0
     for index, (frame, pts, seek_pos) in enumerate(iter_timed_frames(path, params.max_frames)):
         timeline.append((pts, seek_pos))
@@ -283,9 +310,8 @@ def track_face(path: str | Path, params: FacesParams) -> FaceTrack:
             continue
         points = predict_landmarks(frame, tracker.box)
         n_predictions += 1
-        if fresh:  # a detector box is coarse: refit it to the landmarks once
-            points = predict_landmarks(frame, box_from_landmarks(points))
-            n_predictions += 1
+        if fresh:  # from a coarse detector box: fill_landmarks refits it where wanted
+            unrefined.append(index)
         landmarks.append(points)
         tracker.fit(points, frame.shape)
     return FaceTrack(
@@ -298,22 +324,26 @@ def track_face(path: str | Path, params: FacesParams) -> FaceTrack:
         n_predictions=n_predictions,
         pts=np.array([t[0] for t in timeline], dtype=np.int64),
         seek_pos=np.array([t[1] for t in timeline], dtype=np.int64),
+        unrefined=np.isin(np.arange(len(landmarks)), unrefined),
     )
 
 
 def fill_landmarks(path: str | Path, landmarks: np.ndarray, boxes: np.ndarray,
                    wanted: np.ndarray, seek: tuple[np.ndarray, np.ndarray] | None = None,
+                   unrefined: np.ndarray | None = None,
                    ) -> tuple[np.ndarray, dict[int, np.ndarray], int]:
     """Return ``landmarks`` measured on every ``wanted`` frame, those frames, and the calls.
 
-    ``landmarks`` and ``boxes`` are a :class:`FaceTrack`'s; ``wanted`` a ``(n_frames,)``
-    mask. Decodes up to the last wanted frame: from the start, or with ``seek`` (the
-    track's ``pts`` and ``seek_pos``) from the last keyframe before the first wanted frame
-    (:func:`~pipeline.video.iter_gray_frames_between`). A wanted frame without landmarks is
-    predicted from the box fitted to the previous frame's landmarks when that frame has
-    them (a dense track, as with ``landmark_every`` 1), else from its tracked box; frames
-    without a tracked face stay NaN. Returns a copy of ``landmarks``, the wanted frames'
-    images (bounded by the windows' size, not the clip's length) and the predictor calls.
+    ``landmarks``, ``boxes`` and ``unrefined`` (optional) are a :class:`FaceTrack`'s;
+    ``wanted`` a ``(n_frames,)`` mask. Decodes up to the last wanted frame: from the start,
+    or with ``seek`` (the track's ``pts`` and ``seek_pos``) from the last keyframe before
+    the first wanted frame (:func:`~pipeline.video.iter_gray_frames_between`). A wanted
+    frame without landmarks is predicted from the box fitted to the previous frame's
+    landmarks when that frame has them (a dense track, as with ``landmark_every`` 1), else
+    from its tracked box; a wanted frame with ``unrefined`` landmarks from the box fitted
+    to them (the refit a fresh detection needs); frames without a tracked face stay NaN.
+    Returns a copy of ``landmarks``, the wanted frames' images (bounded by the windows'
+    size, not the clip's length) and the predictor calls.
     """
     filled = landmarks.copy()
     frames: dict[int, np.ndarray] = {}
@@ -322,6 +352,10 @@ def fill_landmarks(path: str | Path, landmarks: np.ndarray, boxes: np.ndarray,
         if not wanted[index]:
             continue
         frames[index] = frame
+        if unrefined is not None and unrefined[index]:
+            filled[index] = predict_landmarks(frame, box_from_landmarks(filled[index]))
+            calls += 1
+            continue
         if not np.isnan(filled[index, 0, 0]) or boxes[index, 2] <= boxes[index, 0]:
             continue  # measured already, or no face tracked
         previous = filled[index - 1] if index > 0 else filled[index]

@@ -5,6 +5,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import dlib
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -21,8 +22,16 @@ from pipeline.face_scores import (
     head_pose,
     model_points_3d,
 )
-from pipeline.faces import refine_windows, run_faces, select_frame
-from pipeline.landmarks import _Tracker, box_from_landmarks, fill_landmarks, track_face
+from pipeline.faces import REFINE_MARGIN, coarse_peak, refine_windows, run_faces, select_frame
+from pipeline.landmarks import (
+    _Tracker,
+    box_from_landmarks,
+    dlib_models,
+    fill_landmarks,
+    points_array,
+    predict_landmarks,
+    track_face,
+)
 from pipeline.runtime import QuarantineError
 from pipeline.video import read_gray_frame
 from tests.conftest import shared_dataset
@@ -124,7 +133,8 @@ def test_sparse_track_measures_every_third_frame_and_stays_on_the_face(grid_trac
     # Widths are read on the first landmarked frame after each detection: others than dense.
     assert sparse.max_face_width == pytest.approx(dense.max_face_width, rel=0.05)
     assert np.array_equal(np.flatnonzero(sparse.measured), np.arange(0, 75, 3))  # 0 is fresh
-    assert sparse.n_predictions == 25 + 1  # + the refit of the first detection
+    assert sparse.n_predictions == 25  # the first detection's box is not refitted here
+    assert np.array_equal(np.flatnonzero(sparse.unrefined), [0])
     assert (sparse.boxes[:, 2] > sparse.boxes[:, 0]).all()  # a tracked box on every frame
     assert np.isnan(sparse.landmarks[~sparse.measured]).all()  # nothing interpolated
     error = np.linalg.norm(sparse.landmarks - dense.landmarks, axis=-1).mean(axis=-1)
@@ -179,6 +189,36 @@ def test_fill_landmarks_measures_the_wanted_frames_and_returns_them(grid_track):
     assert (error / inter_ocular(dense.landmarks[wanted]) < 0.05).all()
 
 
+def test_fill_landmarks_refits_landmarks_predicted_from_a_detector_box(grid_track):
+    path, _ = grid_track
+    sparse = track_face(path, FacesParams(landmark_every=5))
+    assert sparse.unrefined[0] and sparse.unrefined.sum() == 1
+    wanted = np.zeros(75, bool)
+    wanted[:3] = True
+    filled, frames, calls = fill_landmarks(path, sparse.landmarks, sparse.boxes, wanted,
+                                           unrefined=sparse.unrefined)
+    assert calls == 3  # the refit of frame 0, then frames 1 and 2
+    refit = predict_landmarks(frames[0], box_from_landmarks(sparse.landmarks[0]))
+    assert np.array_equal(filled[0], refit)
+    assert not np.array_equal(filled[0], sparse.landmarks[0])
+    assert np.array_equal(filled[5], sparse.landmarks[5])
+    # Without the mask, frame 0 counts as measured and is left as it is.
+    kept, _, calls = fill_landmarks(path, sparse.landmarks, sparse.boxes, wanted)
+    assert calls == 2 and np.array_equal(kept[0], sparse.landmarks[0])
+
+
+def test_points_array_reads_dlib_points_exactly(grid_track):
+    path, dense = grid_track
+    frame = read_gray_frame(path, 20)
+    _, predictor = dlib_models()
+    left, top, right, bottom = box_from_landmarks(dense.landmarks[20])
+    shape = predictor(np.ascontiguousarray(frame), dlib.rectangle(left, top, right, bottom))
+    expected = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
+    assert np.array_equal(points_array(shape.parts()), expected)
+    off_picture = dlib.points([dlib.point(-3, 5), dlib.point(7, -11)])
+    assert np.array_equal(points_array(off_picture), [[-3, 5], [7, -11]])
+
+
 # --- selection ------------------------------------------------------------------------------
 
 
@@ -206,6 +246,56 @@ def test_combined_mode_weighs_expression_against_frontality():
     assert select_frame(s, "combined", True, FacesParams(expression_weight=0.9)) == 0
 
 
+def test_coarse_peak_is_the_vertex_of_the_parabola_through_three_coarse_frames():
+    ranking = np.full(30, -np.inf)
+    ranking[::5] = 0.0
+    ranking[[10, 15, 20]] = [-36.0, -1.0, -16.0]  # -(x - 16)^2 at x = 10, 15, 20
+    assert coarse_peak(ranking, 15, 5) == pytest.approx(16.0)
+    ranking[[10, 20]] = [-16.0, -36.0]  # mirrored: -(x - 14)^2
+    assert coarse_peak(ranking, 15, 5) == pytest.approx(14.0)
+    ranking[[10, 20]] = -6.0  # symmetric
+    assert coarse_peak(ranking, 15, 5) == pytest.approx(15.0)
+
+
+@pytest.mark.parametrize(("index", "values", "why"), [
+    (0, None, "no neighbour before the clip's first frame"),
+    (25, None, "no neighbour after the clip's last coarse frame"),
+    (15, (-np.inf, 1.0, 0.5), "a neighbour that is not a candidate (blink, turned head)"),
+    (15, (np.nan, 1.0, 0.5), "a neighbour without a score"),
+    (15, (1.0, 1.0, 1.0), "a flat top (not strictly concave)"),
+    (15, (1.2, 1.0, 0.5), "not a local maximum"),
+])
+def test_coarse_peak_is_none_where_a_parabola_says_nothing(index, values, why):
+    ranking = np.linspace(0.0, 1.0, 28)  # rising to the last frame, 27
+    if values is not None:
+        ranking[[index - 5, index, index + 5]] = values
+    assert coarse_peak(ranking, index, 5) is None, why
+
+
+def test_refine_windows_reach_towards_the_estimated_peak():
+    n, k = 60, 5
+    frontality = np.full(n, np.nan)
+    frontality[::k] = 0.5
+    frontality[[20, 25, 30]] = [0.80, 0.95, 0.90]  # vertex 26.25: after the candidate 25
+    s = scores_of(frontality, np.zeros(n), np.zeros(n))
+    params = FacesParams(landmark_every=k)
+    expected = np.zeros(n, bool)
+    expected[25 - REFINE_MARGIN:25 + k + 1] = True
+    assert np.array_equal(refine_windows(s, "frontal", False, params), expected)
+    s["frontality"][[20, 30]] = [0.90, 0.80]  # mirrored: before the candidate
+    expected[:] = False
+    expected[25 - k:25 + REFINE_MARGIN + 1] = True
+    assert np.array_equal(refine_windows(s, "frontal", False, params), expected)
+    s["frontality"][30] = np.nan  # no estimate: +-k
+    expected[:] = False
+    expected[25 - k:25 + k + 1] = True
+    assert np.array_equal(refine_windows(s, "frontal", False, params), expected)
+    # With landmark_every 1 the window stays +-1 where the peak is estimated after 25.
+    dense = scores_of(1 - ((np.arange(n) - 25.3) / 10) ** 2, np.zeros(n), np.zeros(n))
+    wanted = refine_windows(dense, "frontal", False, FacesParams(landmark_every=1))
+    assert np.flatnonzero(wanted).tolist() == [24, 25, 26]
+
+
 def test_refine_windows_cover_the_best_coarse_candidates(monkeypatch):
     n = 40
     frontality = np.full(n, np.nan)
@@ -215,11 +305,11 @@ def test_refine_windows_cover_the_best_coarse_candidates(monkeypatch):
     params = FacesParams(landmark_every=3)
     monkeypatch.setattr(faces_stage, "REFINE_CANDIDATES", 1)
     expected = np.zeros(n, bool)
-    expected[27:34] = True  # +-landmark_every around the best
+    expected[27:34] = True  # +-landmark_every around the best: its neighbours score alike
     assert np.array_equal(refine_windows(s, "frontal", False, params), expected)
     monkeypatch.setattr(faces_stage, "REFINE_CANDIDATES", 2)
     wanted = refine_windows(s, "frontal", False, params)
-    expected[6:13] = True  # the second best; 12, third, is inside its window
+    expected[7:13] = True  # the second best, towards 12 (third, inside its window)
     assert np.array_equal(wanted, expected)
     # The final choice stays in the windows even where a coarse frame outside scores higher.
     s["frontality"][0] = 1.0
@@ -334,12 +424,13 @@ def test_mead_peak_frames_are_more_expressive_than_the_median_frame(real_run):
         assert chosen.measured.iloc[0]
         assert frames.expression[~frames.measured].isna().all()  # nothing interpolated
         # Coarse to fine: the chosen frame lies in a refined window, a run of at least
-        # 2 * landmark_every + 1 measured frames (fewer only at the clip's first or last frame).
+        # landmark_every + REFINE_MARGIN + 1 measured frames (fewer only at the clip's first
+        # or last frame).
         measured = frames.sort_values("frame_index").measured.to_numpy()
         at = int(chosen.frame_index.iloc[0])
         first = at + 1 - np.argmin(np.r_[measured[at::-1], False])
         last = at - 1 + np.argmin(np.r_[measured[at:], False])
-        assert (last - first >= 2 * REAL_PARAMS.landmark_every
+        assert (last - first >= REAL_PARAMS.landmark_every + REFINE_MARGIN
                 or first == 0 or last == len(measured) - 1), clip
         assert frames.refined.any()
         assert frames.measured.mean() < 0.7  # not every frame (coarse to fine)
