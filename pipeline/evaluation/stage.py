@@ -16,7 +16,8 @@ takes the code (``decoder_code``, CVAE-style), so the rows differ only in their 
 
 Outputs, all in ``out_dir`` (the stage's ``--out``), each written atomically:
 
-- ``metrics.json``: the results table ``{row: {metric: value}}`` (``dvc metrics``);
+- ``metrics.json``: the results table ``{row: {metric: value}}`` (``dvc metrics``), and
+  under ``train_speakers`` the diagnostic of :func:`training_speaker_fit`;
 - ``per_clip.parquet``: one row per (prediction, test clip): clip id, speaker, ranks, scores;
 - ``rank_histogram.json``: the model's rank of the true speaker in latent space (``dvc plots``,
   bar template); ``confusion_model.json`` / ``confusion_oracle.json``: emotion read by the
@@ -43,9 +44,15 @@ from PIL import Image
 
 from pipeline.config import EvaluateParams
 from pipeline.data import load_split, read_meta, split_shards
-from pipeline.evaluation.attributes import fit_attribute_probes
-from pipeline.evaluation.baselines import MEAN_FACE, ORACLE, baseline_predictions
+from pipeline.evaluation.attributes import AttributeProbes, fit_attribute_probes
+from pipeline.evaluation.baselines import (
+    MEAN_FACE,
+    ORACLE,
+    SEX_MEAN_FACE,
+    baseline_predictions,
+)
 from pipeline.evaluation.report import (
+    CHANCE_ROW,
     confusion_rows,
     markdown_table,
     per_clip_table,
@@ -82,6 +89,10 @@ CONFUSION_ROWS = (MODEL, ORACLE)
 SPEAKERS_PNG = "speakers.png"
 EMOTIONS_PNG = "emotions.png"
 REPORT_MD = "report.md"
+TRAIN_SPEAKERS = "train_speakers"
+"""``metrics.json`` key of :func:`training_speaker_fit`'s table."""
+TRAIN_FIT_COLUMNS = ("latent.r@1", "latent.mean_rank", "latent.match_same_sex_all",
+                     "attr.sex_agreement")
 GRID_SCALE = 2
 """Grid tiles are faces upscaled by this factor (nearest neighbour)."""
 
@@ -299,7 +310,7 @@ def evaluate_models(
     meta = read_meta(dataset_dir)
     emotions = list(meta["emotions"])
     models = load_models(vae_path, voice_path, emotions)
-    train = encode_split(models, dataset_dir, "train", with_audio=False)
+    train = encode_split(models, dataset_dir, "train", with_audio=True)
     test = encode_split(models, dataset_dir, "test", with_audio=True)
     log.info("test split: %d clips of %d speakers; train: %d clips",
              len(test.labels), test.labels["speaker_id"].nunique(), len(train.labels))
@@ -315,6 +326,7 @@ def evaluate_models(
         rows.append(evaluate_prediction(prediction, held_out, probes, params))
     table = results_table(rows)
     beats = _beats_mean_face(table)
+    fit = training_speaker_fit(models, train, probes, params)
     out_dir = Path(out_dir)
     per_clip = _per_clip(rows, check)
     _write_plots(rows, per_clip, test, out_dir)
@@ -322,10 +334,34 @@ def evaluate_models(
     save_png(emotion_grid(models, test, emotions, params.emotion_grid_clips),
              out_dir / EMOTIONS_PNG)
     notes = report_notes(meta, train, test, table, models, check, beats)
-    atomic_write_text(out_dir / REPORT_MD, _report(table, rows, per_clip, notes))
-    metrics = results_json(table)
+    atomic_write_text(out_dir / REPORT_MD, _report(table, rows, per_clip, notes, fit))
+    metrics: dict[str, Any] = results_json(table)
+    metrics[TRAIN_SPEAKERS] = results_json(fit)
     atomic_write_json(out_dir / METRICS_JSON, metrics)
     return metrics
+
+
+def training_speaker_fit(
+    models: Models, train: EncodedSplit, probes: AttributeProbes, params: EvaluateParams
+) -> pd.DataFrame:
+    """Return the model's and the sex-mean face's identity scores on the *training* speakers.
+
+    A diagnostic beside the test table, scored by the same code against a gallery of the
+    training speakers: an encoder that tells its own training speakers apart little better
+    than the sex-mean face has not learned identity (it underfits: it needs more training,
+    not more regularisation); one far better there than on the test speakers overfits them.
+    """
+    held = HeldOut(train.labels, train.latents)
+    sex_mean = baseline_predictions(train.latents, train.labels, train.labels, params.seed)
+    predictions = [
+        Prediction(MODEL, voice_latents(models, train.audio, models.clip_codes(train.emotion))),
+        Prediction(SEX_MEAN_FACE, sex_mean[SEX_MEAN_FACE]),
+    ]
+    rows = [evaluate_prediction(p, held, probes, params) for p in predictions]
+    table = results_table(rows)[list(TRAIN_FIT_COLUMNS)]
+    log.info("training speakers (diagnostic): model latent R@1 %.4g, sex-mean face %.4g, "
+             "chance %.4g", *table["latent.r@1"].loc[[MODEL, SEX_MEAN_FACE, CHANCE_ROW]])
+    return table
 
 
 def _beats_mean_face(table: pd.DataFrame) -> bool:
@@ -420,7 +456,7 @@ def report_notes(
 ) -> list[str]:
     """Return the report's bullet points: data, rows, chance levels, verdict, dlib's reach."""
     n_speakers = test.labels["speaker_id"].nunique()
-    chance = table.loc["chance"]
+    chance = table.loc[CHANCE_ROW]
     shared = set(test.labels["speaker_id"]) & set(train.labels["speaker_id"])
     disjoint = ("speakers disjoint from training" if not shared
                 else f"{len(shared)} of them also in training")
@@ -466,7 +502,7 @@ def _descriptor_notes(table: pd.DataFrame, check: DescriptorCheck | None) -> lis
     if check is None:
         return ["dlib face-descriptor space: off (`evaluate.face_embedding: false`)."]
     shares = ", ".join(f"{name} {ok.mean():.0%}" for name, ok in check.predicted.items())
-    oracle, chance = table.loc[ORACLE, "face.r@1"], table.loc["chance", "face.r@1"]
+    oracle, chance = table.loc[ORACLE, "face.r@1"], table.loc[CHANCE_ROW, "face.r@1"]
     works = "works" if oracle > chance else "does NOT work"
     return [
         f"dlib descriptors (128-d ResNet on crops upscaled to 150x150): 5-point landmarks "
@@ -479,15 +515,25 @@ def _descriptor_notes(table: pd.DataFrame, check: DescriptorCheck | None) -> lis
 
 
 def _report(
-    table: pd.DataFrame, rows: Sequence[RowResult], per_clip: pd.DataFrame, notes: list[str]
+    table: pd.DataFrame,
+    rows: Sequence[RowResult],
+    per_clip: pd.DataFrame,
+    notes: list[str],
+    fit: pd.DataFrame,
 ) -> str:
-    """Return report.md: notes, table, grids, then the rank histogram and confusion tables."""
+    """Return report.md: notes, table, grids, the training-speaker fit, ranks, confusions."""
     images = {
         "Per test speaker: real face, then the face generated from each clip's voice":
             SPEAKERS_PNG,
         "Emotion grid: real face, then the voice decoded with each emotion code": EMOTIONS_PNG,
     }
     parts = [render_report(table, images, notes)]
+    parts += ["## Fit on the training speakers (diagnostic)", "",
+              "The same scores against a gallery of the training speakers (chance row: their "
+              "number sets it). Near the sex-mean face's, the encoder has not learned identity "
+              "(underfitting); far above the test table's, it overfits its training speakers.",
+              "",
+              markdown_table(fit), ""]
     rank = np.floor(per_clip["latent.rank"]).astype(int).rename("rank (latent)")
     ranks = per_clip.groupby([rank, per_clip["row"]], sort=True).size().unstack(fill_value=0)
     ranks = ranks[[row.name for row in rows]]

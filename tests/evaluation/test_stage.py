@@ -32,6 +32,7 @@ SPEAKERS = {
              ("x4", "Male", 55)],
 }
 N_TEST_SPEAKERS = 4
+N_TRAIN_SPEAKERS = 6
 N_TEST_CLIPS = 16
 ROWS = ("model", "oracle", "mean_face", "random_speaker", "sex_mean_face")
 
@@ -121,7 +122,7 @@ def test_stage_writes_every_output_with_chance_levels_of_the_test_split(repo_roo
     out, stderr = run_cli(repo_root, inputs, vae_path, voice_path)
 
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics) == {*ROWS, "chance"}
+    assert set(metrics) == {*ROWS, "chance", "train_speakers"}
     expected = {"latent.mse", "latent.cosine", "image.mse", "image.psnr", "image.ssim",
                 "latent.r@1", "latent.r@5", "latent.mean_rank", "latent.match",
                 "latent.match_same_sex", "attr.sex_agreement", "attr.age_mae",
@@ -147,6 +148,10 @@ def test_stage_writes_every_output_with_chance_levels_of_the_test_split(repo_roo
 
     _check_against_the_models(metrics, inputs / "dataset", vae_path, voice_path)
     _check_per_clip_and_plots(out)
+    fit = metrics["train_speakers"]  # the diagnostic: the same scores on the training speakers
+    assert set(fit) == {"model", "sex_mean_face", "chance"}
+    assert fit["chance"]["latent.r@1"] == pytest.approx(1 / N_TRAIN_SPEAKERS)
+    assert fit["chance"]["latent.mean_rank"] == pytest.approx((N_TRAIN_SPEAKERS + 1) / 2)
 
     speakers = Image.open(out / "speakers.png")  # 4 speakers x (real + 3 of their 4 clips)
     assert speakers.size == grid_size(ncols=4, nrows=N_TEST_SPEAKERS)
@@ -155,6 +160,7 @@ def test_stage_writes_every_output_with_chance_levels_of_the_test_split(repo_roo
 
     report = (out / "report.md").read_text()
     assert "| latent.r@1 |" in report and "speakers.png" in report and "emotions.png" in report
+    assert "## Fit on the training speakers (diagnostic)" in report
     assert f"{N_TEST_CLIPS} clips of {N_TEST_SPEAKERS} speakers, speakers disjoint" in report
     assert "face_embedding: false" in report
     beaten = metrics["model"]["latent.r@1"] > metrics["mean_face"]["latent.r@1"]
@@ -207,6 +213,8 @@ def test_constant_voice_warns_that_the_mean_face_is_not_beaten(repo_root, inputs
 
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["model"]["latent.r@1"] == pytest.approx(1 / N_TEST_SPEAKERS)
+    # nor on its training speakers: one face for all, exactly chance among 6 there too
+    assert metrics["train_speakers"]["model"]["latent.r@1"] == pytest.approx(1 / N_TRAIN_SPEAKERS)
     assert "WARNING" in stderr and "mean-face baseline" in stderr
     assert "**WARNING: the model does not beat the mean-face baseline" in (
         out / "report.md").read_text()
