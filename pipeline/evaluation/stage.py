@@ -50,6 +50,7 @@ from pipeline.evaluation.baselines import (
     ORACLE,
     SEX_MEAN_FACE,
     baseline_predictions,
+    sex_mean_face,
 )
 from pipeline.evaluation.report import (
     CHANCE_ROW,
@@ -352,10 +353,10 @@ def training_speaker_fit(
     not more regularisation); one far better there than on the test speakers overfits them.
     """
     held = HeldOut(train.labels, train.latents)
-    sex_mean = baseline_predictions(train.latents, train.labels, train.labels, params.seed)
+    sexes = train.labels["sex"].tolist()
     predictions = [
         Prediction(MODEL, voice_latents(models, train.audio, models.clip_codes(train.emotion))),
-        Prediction(SEX_MEAN_FACE, sex_mean[SEX_MEAN_FACE]),
+        Prediction(SEX_MEAN_FACE, sex_mean_face(train.latents, sexes, sexes)),
     ]
     rows = [evaluate_prediction(p, held, probes, params) for p in predictions]
     table = results_table(rows)[list(TRAIN_FIT_COLUMNS)]
