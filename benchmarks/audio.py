@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import soundfile
 
-from pipeline.audio import process_catalogue
+from pipeline.audio.stage import process_catalogue
 from pipeline.config import AudioParams
 from pipeline.schemas import CATALOGUE, conform
 

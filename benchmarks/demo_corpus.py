@@ -18,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from pipeline.config import DemoCorpusParams
-from pipeline.demo_corpus import write_corpus
+from pipeline.download.demo.corpus import write_corpus
 
 
 def cpu_seconds() -> float:

@@ -24,8 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # for tests.http_server, when run as a script
 
 from pipeline.config import CremaDParams, DownloadParams  # noqa: E402
-from pipeline.datasets import prepare_dataset  # noqa: E402
-from pipeline.download import (  # noqa: E402
+from pipeline.download.catalogue import prepare_dataset  # noqa: E402
+from pipeline.download.fetch import (  # noqa: E402
     FetchItem,
     FetchOptions,
     VerifiedState,

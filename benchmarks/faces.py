@@ -34,9 +34,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from pipeline.config import DemoCorpusParams, FacesParams  # noqa: E402
-from pipeline.faces import run_faces  # noqa: E402
-from pipeline.landmarks import detect_faces, dlib_models, predict_landmarks  # noqa: E402
-from pipeline.video import iter_gray_frames  # noqa: E402
+from pipeline.faces.landmarks import detect_faces, dlib_models, predict_landmarks  # noqa: E402
+from pipeline.faces.stage import run_faces  # noqa: E402
+from pipeline.faces.video import iter_gray_frames  # noqa: E402
 from tests.factories import make_catalogue  # noqa: E402
 
 CREMA_D_FRAMES = 7442 * 75
@@ -110,7 +110,7 @@ def peak_rss_mb(videos: list[Path], work: Path, max_frames: int) -> float:
         "import resource, sys\n"
         "from pathlib import Path\n"
         "from pipeline.config import FacesParams\n"
-        "from pipeline.faces import run_faces\n"
+        "from pipeline.faces.stage import run_faces\n"
         "from tests.factories import make_catalogue\n"
         "videos = [Path(p) for p in sys.argv[3:]]\n"
         "cat = make_catalogue(Path(sys.argv[1]), [{'clip_id': f'c{i}', 'video_path': str(v)}"
@@ -138,11 +138,8 @@ def memory(grid: list[Path], work: Path) -> None:
 
 
 def demo_videos(work: Path, n_speakers: int) -> list[Path] | None:
-    try:
-        from pipeline.demo_corpus import write_corpus
-    except ImportError:
-        print("demo corpus: pipeline.demo_corpus is not available; skipped")
-        return None
+    from pipeline.download.demo.corpus import write_corpus
+
     write_corpus(work / "demo", DemoCorpusParams(n_speakers=n_speakers, sentences=("IEO",)),
                  workers=1)
     return sorted((work / "demo" / "VideoFlash").glob("*.flv"))

@@ -3,7 +3,7 @@
 Builds one synthetic dataset of ``--clips`` samples (64 x 64 faces, 3.67 s of 8 kHz int16
 audio) twice, as ``dataset`` stage shards and as one PNG + one WAV file per clip, and reads
 every sample once from each in a shuffled order, in the same process, with warm page caches
-(goal: shards >= 10x). Also times :func:`pipeline.data.load_split` (whole split to tensors).
+(goal: shards >= 10x). Also times :func:`pipeline.loaders.load_split` (whole split to tensors).
 
     python benchmarks/loader.py [--clips 2000] [--workers 0]
 """
@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from pipeline.data import ShardDataset, load_split, make_loader
+from pipeline.loaders import ShardDataset, load_split, make_loader
 from pipeline.schemas import DATASET
 from pipeline.shards import ShardWriter
 

@@ -1,12 +1,12 @@
 """Benchmark of the train_vae stage: training images per second and the share spent on data.
 
-Runs :func:`pipeline.training.fit` with the :class:`FaceVAE` and batch size of
+Runs :func:`pipeline.training.fit.fit` with the :class:`FaceVAE` and batch size of
 ``params.yaml``'s ``train_vae`` section (64x64 faces, 003's 8-bit emotion code) for
 ``--epochs`` epochs (the first one is warm-up) over a dataset
 stage output, read two ways:
 
-- ``in_memory``: :func:`pipeline.data.load_split` tensors (the demo default);
-- ``streaming``: :class:`pipeline.data.ShardDataset` decoding Parquet row groups (faces and
+- ``in_memory``: :func:`pipeline.loaders.load_split` tensors (the demo default);
+- ``streaming``: :class:`pipeline.loaders.ShardDataset` decoding Parquet row groups (faces and
   the 3.67 s audio) while training, ``--workers`` DataLoader processes.
 
 Prints, per device, thread count and mode, the training images/s and the share of training
@@ -32,13 +32,13 @@ import pyarrow as pa
 import torch
 
 from pipeline.config import TrainVaeParams, load_params
-from pipeline.data import ShardDataset, load_split, read_meta
+from pipeline.loaders import ShardDataset, load_split, read_meta
 from pipeline.models.emotion_code import emotion_codes
 from pipeline.models.vae import FaceVAE
 from pipeline.schemas import DATASET
 from pipeline.shards import ShardWriter
-from pipeline.training import FitSettings, fit
-from pipeline.vae_training import VaeObjective, vae_config
+from pipeline.training.fit import FitSettings, fit
+from pipeline.training.vae import VaeObjective, vae_config
 
 EMOTIONS = ("ANG", "HAP", "NEU", "SAD")
 

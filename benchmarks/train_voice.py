@@ -6,8 +6,8 @@ Part 1 (this script today): the 003 Table 1 encoder on random 3.67 s / 8 kHz cli
   model in train mode - the cost of one training batch without data loading;
 - inference: forward only, eval mode, no autograd - the cost of ``generate`` / validation.
 
-Part 2: the stage's training loop - :func:`pipeline.training.fit` over
-:class:`pipeline.voice_training.VoiceTargets` with the stage's objective (DataLoader, per-epoch
+Part 2: the stage's training loop - :func:`pipeline.training.fit.fit` over
+:class:`pipeline.training.fit.voice.VoiceTargets` with the stage's objective (DataLoader, per-epoch
 validation excluded, deterministic algorithms on) - in clips/s, and its ratio to the bare
 train step measured in the same process (the loop's overhead).
 
@@ -27,8 +27,8 @@ import torch
 from torch import nn
 
 from pipeline.models.voice_encoder import VoiceEncoder, VoiceEncoderConfig
-from pipeline.training import FitSettings, fit
-from pipeline.voice_training import VoiceObjective, VoiceTargets
+from pipeline.training.fit import FitSettings, fit
+from pipeline.training.voice import VoiceObjective, VoiceTargets
 
 CLIP_SAMPLES = 29_360  # 3.67 s at 8 kHz: what the audio stage writes
 

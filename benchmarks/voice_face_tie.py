@@ -18,11 +18,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline.data import load_split
+from pipeline.loaders import load_split
 from pipeline.models.vae import load_vae
 from pipeline.models.voice_encoder import VoiceEncoder, VoiceEncoderConfig
 from pipeline.models.voice_to_face import VoiceToFace, vae_emotion_codes
-from pipeline.voice_training import face_features
+from pipeline.training.voice import face_features
 
 SPLITS = ("train", "val", "test")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from pipeline.audio import process_catalogue
+from pipeline.audio.stage import process_catalogue
 from pipeline.config import AudioParams, load_params
 from pipeline.runtime import setup_logging
 

@@ -10,7 +10,7 @@ import argparse
 import logging
 
 from pipeline.config import DatasetParams, load_params
-from pipeline.dataset import build_dataset
+from pipeline.dataset.stage import build_dataset
 from pipeline.runtime import setup_logging
 
 log = logging.getLogger("stages.dataset")

@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 
 from pipeline.config import DownloadParams, load_params
-from pipeline.datasets import prepare_dataset
+from pipeline.download.catalogue import prepare_dataset
 from pipeline.runtime import setup_logging
 
 log = logging.getLogger("stages.download")

@@ -9,7 +9,7 @@ import argparse
 import logging
 
 from pipeline.config import FacesParams, load_params
-from pipeline.faces import run_faces
+from pipeline.faces.stage import run_faces
 from pipeline.runtime import setup_logging
 
 log = logging.getLogger("stages.faces")

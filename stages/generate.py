@@ -25,7 +25,7 @@ from pipeline.config import load_params
 from pipeline.images import save_png, to_uint8
 from pipeline.models.voice_to_face import GenerationError, generate_face, load_voice_to_face
 from pipeline.runtime import QuarantineError, setup_logging
-from pipeline.voice_training import MODEL_FILE
+from pipeline.training.voice import MODEL_FILE
 from stages import train_voice
 
 log = logging.getLogger("stages.generate")

@@ -14,7 +14,7 @@ import torch
 
 from pipeline.config import TrainVaeParams, load_params
 from pipeline.runtime import seed_everything, setup_logging
-from pipeline.vae_training import train_vae
+from pipeline.training.vae import train_vae
 
 log = logging.getLogger("stages.train_vae")
 

@@ -14,7 +14,7 @@ import torch
 
 from pipeline.config import TrainVoiceParams, load_params
 from pipeline.runtime import seed_everything, setup_logging
-from pipeline.voice_training import train_voice
+from pipeline.training.voice import train_voice
 
 log = logging.getLogger("stages.train_voice")
 

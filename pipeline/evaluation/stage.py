@@ -43,7 +43,6 @@ import torch
 from PIL import Image
 
 from pipeline.config import EvaluateParams
-from pipeline.data import load_split, read_meta, split_shards
 from pipeline.evaluation.attributes import AttributeProbes, fit_attribute_probes
 from pipeline.evaluation.baselines import (
     MEAN_FACE,
@@ -70,6 +69,7 @@ from pipeline.evaluation.scoring import (
     evaluate_prediction,
 )
 from pipeline.images import image_grid, save_png
+from pipeline.loaders import load_split, read_meta, split_shards
 from pipeline.models.emotion_code import code_string, emotion_codes
 from pipeline.models.vae import FaceVAE, load_model_file, load_vae
 from pipeline.models.voice_encoder import (

@@ -1,14 +1,14 @@
 """Voice -> face (003 section 3.1, Fig. 2-3): voice encoder, then the VAE's posterior and decoder.
 
 The voice encoder is trained to predict the VAE encoder's conv *features* of the speaker's
-face (:mod:`pipeline.voice_training`). At generation time those predicted features take the
+face (:mod:`pipeline.training.voice`). At generation time those predicted features take the
 place of ``vae.features(face)``: the emotion code is appended (003 section 3.4), the posterior
 gives ``mu``, and the decoder turns ``z = mu`` (with the same code when the VAE's decoder takes
 it, CVAE-style) into a face. The emotion therefore is a free
 choice at generation time (``--emotion``), while identity comes from the voice.
 
 :func:`generate_face` is the whole path from any media file: the audio stage's own
-:func:`pipeline.audio.prepare_audio` (decode, resample, remove long silences, tile), then
+:func:`pipeline.audio.stage.prepare_audio` (decode, resample, remove long silences, tile), then
 the models.
 """
 
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.audio import prepare_audio
+from pipeline.audio.prepare import prepare_audio
 from pipeline.config import AudioParams
 from pipeline.models.vae import FaceVAE, load_model_file, load_vae
 from pipeline.models.voice_encoder import (
@@ -174,7 +174,7 @@ def generate_face(
 ) -> np.ndarray:
     """Return the face ``(S, S)`` float32 in [0, 1] generated from any media file's voice.
 
-    The audio goes through :func:`pipeline.audio.prepare_audio` with ``audio_params`` (the
+    The audio goes through :func:`pipeline.audio.stage.prepare_audio` with ``audio_params`` (the
     ``audio`` section the training data was made with): decode, resample, remove silences
     of ``min_silence_s`` or more, tile to ``length_s``.
 

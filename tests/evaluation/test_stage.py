@@ -170,7 +170,7 @@ def test_stage_writes_every_output_with_chance_levels_of_the_test_split(repo_roo
 
 def _check_against_the_models(metrics, dataset, vae_path, voice_path):
     """Recompute the oracle's reconstruction MSE and the model's latent MSE via forward()."""
-    from pipeline.data import load_split
+    from pipeline.loaders import load_split
     from pipeline.models.vae import load_vae
     from pipeline.models.voice_encoder import load_voice_encoder
 

@@ -1,0 +1,1 @@
+"""The embedded synthetic corpus: faces, voices and the clips rendered from them."""

@@ -1,0 +1,1 @@
+"""The faces stage: decode, detect and track, score frames, choose one, crop it."""

@@ -1,0 +1,267 @@
+"""The ``train_vae`` stage: train the face VAE on the dataset shards, save it, grid and score it.
+
+Outputs (every path comes from the stage's command line):
+
+- ``<out>/model.pt``: the final :class:`~pipeline.models.vae.FaceVAE` (:func:`save_model`),
+  with provenance (params, emotions and their codes, epochs, git revision, data fingerprint).
+- ``<out>/reconstructions.png``: validation faces (top row) and their reconstructions
+  (003 Fig. 4).
+- ``<out>/label_swap.png``: the same faces (top row) re-encoded with every emotion code, one
+  row per emotion (003 Fig. 7).
+- ``<checkpoints>/last.pt``: the resumable checkpoint of :func:`pipeline.training.fit.fit`.
+- ``<live>/``: dvclive per-epoch terms (``train/*``, ``val/*``) and the final metrics
+  (``final/*``) in ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from pipeline.config import TrainVaeParams, to_dict
+from pipeline.images import image_grid, save_png
+from pipeline.loaders import META_JSON, ShardDataset, load_split, read_meta, split_shards
+from pipeline.models.emotion_code import code_string, emotion_codes
+from pipeline.models.vae import FaceVAE, VaeConfig, load_model_file, save_model, vae_loss
+from pipeline.runtime import git_revision
+from pipeline.training.fit import RESUME_IGNORED, DvcLiveCallback, FitSettings, evaluate, fit
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.pt"
+RECONSTRUCTIONS_PNG = "reconstructions.png"
+LABEL_SWAP_PNG = "label_swap.png"
+
+# Where the mouth sits in the faces stage's contour crops (fractions of the side): rows
+# ~65-92 %, columns ~20-80 %; the upper band (eyes, brows, forehead) is the control region.
+MOUTH_ROWS, MOUTH_COLS = (0.65, 0.92), (0.20, 0.80)
+UPPER_ROWS = (0.10, 0.50)
+
+
+@dataclass(frozen=True)
+class VaeObjective:
+    """The VAE's training objective over sample dicts: ``vae_loss`` of face and emotion."""
+
+    codes: torch.Tensor
+    """Emotion code table ``(n_emotions, code_dim)``, indexed by the ``emotion`` label."""
+    beta: float
+    """Weight of the KL term."""
+
+    def __call__(self, model: torch.nn.Module, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """Return ``{"loss", "recon", "kl", "mse"}`` of the batch (see :func:`vae_loss`)."""
+        faces = batch["face"]
+        codes = self.codes.to(faces.device)[batch["emotion"]]
+        return vae_loss(model(faces, codes), faces, self.beta)
+
+
+def vae_config(params: TrainVaeParams, face_size: int, n_emotions: int) -> VaeConfig:
+    """Return the architecture for ``params`` and the dataset's face size and emotions."""
+    return VaeConfig(
+        image_size=face_size,
+        feature_dim=params.feature_dim,
+        latent_dim=params.latent_dim,
+        code_dim=n_emotions * params.code_bits_per_class,
+        conditional=params.conditional,
+        decoder_code=params.decoder_code,
+        channels=params.channels,
+    )
+
+
+def train_vae(
+    params: TrainVaeParams,
+    dataset_dir: str | Path,
+    out_dir: str | Path,
+    checkpoint_dir: str | Path,
+    live_dir: str | Path,
+) -> dict[str, float]:
+    """Return the final metrics after training, saving and gridding the face VAE.
+
+    The caller seeds the RNGs (model initialisation draws from torch's generator).
+    """
+    out_dir = Path(out_dir)
+    meta = read_meta(dataset_dir)
+    emotions: list[str] = list(meta["emotions"])
+    train = _split(params, dataset_dir, "train")
+    val = load_split(dataset_dir, "val")
+    codes = emotion_codes(emotions, params.code_bits_per_class)
+    log.info("emotion codes: %s", {e: code_string(codes[i]) for i, e in enumerate(emotions)})
+    config = vae_config(params, int(meta["face_size"]), len(emotions))
+    model = FaceVAE(config)
+    objective = VaeObjective(codes, params.beta)
+    settings = FitSettings.from_params(params)
+    fingerprint = dataset_fingerprint(dataset_dir)
+    live = DvcLiveCallback(live_dir)
+    state = fit(
+        model, objective, train, val, settings,
+        params=to_dict(params), checkpoint_dir=checkpoint_dir,
+        identity={"data": fingerprint, "model": config.to_dict()}, callbacks=[live],
+        resume_ignored=(*RESUME_IGNORED, "threads", "grid_faces"),
+    )
+    metrics = final_metrics(model, objective, val, train, settings, emotions)
+    live.finish({f"final/{k}": v for k, v in metrics.items()})
+    save_model(out_dir / MODEL_FILE, model, {
+        "params": to_dict(params), "emotions": emotions,
+        "codes": [code_string(c) for c in codes], "epoch": state.epoch,
+        "global_step": state.global_step, "git_revision": git_revision(),
+        "data": fingerprint, "metrics": metrics,
+    })
+    faces, labels = _grid_faces(val, params.grid_faces)
+    save_png(reconstruction_grid(model, faces, codes[labels]), out_dir / RECONSTRUCTIONS_PNG)
+    save_png(label_swap_grid(model, faces, labels, codes, emotions), out_dir / LABEL_SWAP_PNG)
+    log.info("final metrics: %s", {k: round(v, 5) for k, v in metrics.items()})
+    return metrics
+
+
+def model_emotion_codes(model_path: str | Path) -> tuple[list[str], torch.Tensor]:
+    """Return a trained model's emotion labels and code table ``(n_emotions, code_dim)``.
+
+    Row ``i`` codes ``emotions[i]`` (the dataset's label order), as in training.
+    """
+    provenance = load_model_file(model_path)["provenance"]
+    emotions = list(provenance["emotions"])
+    bits = int(provenance["params"]["code_bits_per_class"])
+    return emotions, emotion_codes(emotions, bits)
+
+
+def _split(params: TrainVaeParams, dataset_dir: str | Path, split: str) -> Dataset:
+    if params.in_memory:
+        return load_split(dataset_dir, split)
+    return ShardDataset(dataset_dir, split, shuffle=True, seed=params.seed)
+
+
+def dataset_fingerprint(dataset_dir: str | Path) -> str:
+    """Return a SHA-256 over ``meta.json`` and every shard's name and bytes."""
+    digest = hashlib.sha256()
+    files = [Path(dataset_dir) / META_JSON]
+    for split in ("train", "val", "test"):
+        files += split_shards(dataset_dir, split)
+    for path in files:
+        digest.update(str(path.relative_to(dataset_dir)).encode() + b"\0")
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def final_metrics(
+    model: FaceVAE,
+    objective: VaeObjective,
+    val: Any,
+    train: Dataset,
+    settings: FitSettings,
+    emotions: Sequence[str],
+) -> dict[str, float]:
+    """Return validation MSE / KL / PSNR (z = mu), the mean-face baseline and the swap effect.
+
+    ``val_mse`` and ``mean_face_mse`` are per-pixel means over all validation pixels;
+    PSNR is ``10 log10(1 / mse)`` of that mean (faces in [0, 1]).
+    """
+    terms = evaluate(model, objective, val, settings)
+    mean_face = _mean_face(train)
+    baseline = float((val.face - mean_face).pow(2).mean())
+    metrics = {
+        "val_mse": terms["mse"], "val_kl": terms["kl"], "val_recon": terms["recon"],
+        "val_psnr_db": psnr(terms["mse"]), "mean_face_mse": baseline,
+        "mean_face_psnr_db": psnr(baseline),
+    }
+    if model.config.conditional and {"HAP", "SAD"} <= set(emotions):
+        metrics["swap_mouth_ratio"] = mouth_swap_ratio(
+            model, val.face, objective.codes[emotions.index("HAP")],
+            objective.codes[emotions.index("SAD")],
+        )
+    return metrics
+
+
+def psnr(mse: float) -> float:
+    """Return the PSNR in dB of a per-pixel MSE of images in [0, 1]."""
+    return 10.0 * math.log10(1.0 / mse) if mse > 0 else float("inf")
+
+
+def _mean_face(data: Dataset) -> torch.Tensor:
+    if hasattr(data, "face"):
+        return data.face.mean(dim=0)
+    total, n = None, 0
+    for sample in data:  # streaming: one pass
+        face = sample["face"].double()
+        total = face if total is None else total + face
+        n += 1
+    if total is None:
+        raise ValueError("training data is empty")
+    return (total / n).float()
+
+
+@torch.no_grad()
+def swap_decode(model: FaceVAE, faces: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+    """Return ``faces (B, 1, S, S)`` re-encoded with one emotion ``code`` and decoded (z = mu).
+
+    The swapped code enters both the posterior and (when the model takes it) the decoder.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    faces = faces.to(device)
+    codes = code.to(device).expand(len(faces), -1)
+    mu, _ = model.posterior(model.features(faces), codes)
+    return model.decode(mu, codes).cpu()
+
+
+def mouth_swap_ratio(
+    model: FaceVAE, faces: torch.Tensor, hap_code: torch.Tensor, sad_code: torch.Tensor
+) -> float:
+    """Return how much more HAP vs SAD decodes differ at the mouth than at the upper face.
+
+    The mean absolute difference between the HAP and SAD decodes of the same faces in the
+    mouth region, divided by that in the eyes-and-forehead band: > 1 means the emotion code
+    moves the mouth more than the rest (003 Fig. 7: raised mouth corners for Happy).
+    """
+    diff = (swap_decode(model, faces, hap_code) - swap_decode(model, faces, sad_code)).abs()
+    size = faces.shape[-1]
+    mouth = diff[..., _band(MOUTH_ROWS, size), _band(MOUTH_COLS, size)].mean()
+    upper = diff[..., _band(UPPER_ROWS, size), _band(MOUTH_COLS, size)].mean()
+    return float(mouth / upper.clamp_min(1e-8))
+
+
+def _band(fractions: tuple[float, float], size: int) -> slice:
+    return slice(int(fractions[0] * size), math.ceil(fractions[1] * size))
+
+
+def _grid_faces(val: Any, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return ``n`` validation faces spread evenly over the split, and their labels."""
+    index = np.linspace(0, len(val) - 1, num=min(n, len(val))).round().astype(int)
+    return val.face[index], val.emotion[index]
+
+
+def reconstruction_grid(model: FaceVAE, faces: torch.Tensor, codes: torch.Tensor) -> Any:
+    """Return a 2-row grid: inputs, and their reconstructions with their own codes (z = mu)."""
+    model.eval()
+    with torch.no_grad():
+        device = next(model.parameters()).device
+        recon = model(faces.to(device), codes.to(device))["recon"].cpu()
+    tiles = [*faces.numpy(), *recon.numpy()]
+    labels = ["input"] * len(faces) + ["recon"] * len(faces)
+    return image_grid(tiles, ncols=len(faces), labels=labels, scale=2)
+
+
+def label_swap_grid(
+    model: FaceVAE,
+    faces: torch.Tensor,
+    labels: torch.Tensor,
+    codes: torch.Tensor,
+    emotions: Sequence[str],
+) -> Any:
+    """Return 003 Fig. 7: inputs (their true emotion), then one row per assigned emotion."""
+    tiles = list(faces.numpy())
+    captions = [f"in {emotions[int(e)]}" for e in labels]
+    for i, emotion in enumerate(emotions):
+        decoded = swap_decode(model, faces, codes[i]) if model.config.conditional else faces
+        tiles += list(decoded.numpy())
+        captions += [f"as {emotion}"] * len(faces)
+    return image_grid(tiles, ncols=len(faces), labels=captions, scale=2)
