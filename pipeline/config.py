@@ -1,90 +1,111 @@
-"""Typed, validated parameters: one frozen dataclass per ``params.yaml`` section.
+"""Typed, validated parameters: one frozen pydantic dataclass per ``params.yaml`` section.
 
-``load_params(path, "faces")`` returns a :class:`FacesParams`. Unknown keys, missing keys and
+``load_params(path, "faces")`` returns a :class:`FacesParams`. Missing keys, unknown keys and
 values of the wrong type or out of range raise ``ValueError`` naming the full key
-(``faces.crop_size``), so a typo in ``params.yaml`` fails before a stage does any work.
-Nested sections (``download.demo``) are nested dataclasses.
+(``faces.crop_size``) and what is allowed, so a typo in ``params.yaml`` fails before a stage
+does any work. Nested sections (``download.demo``) are nested dataclasses.
+
+pydantic does the checking: ranges are ``Field`` constraints, choices are ``Literal``s, a
+field's docstring is its description. The dataclasses stay stdlib dataclasses underneath
+(``dataclasses.replace`` and ``fields`` work; ``replace`` validates again).
+
+Every field keeps a default equal to its value in ``params.yaml`` (``tests/test_config.py``
+checks both ways), so that library code and tests can build params in code; ``load_params``
+still requires every key in the file, because DVC tracks only what the file holds.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import types
+import functools
 import typing
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
+import pydantic_core
 import yaml
+from pydantic import (
+    AfterValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic.dataclasses import dataclass
+from pydantic_core import ErrorDetails
 
-T = TypeVar("T")
-
-CREMA_D_EMOTIONS = ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")
+EmotionCode = Literal["ANG", "DIS", "FEA", "HAP", "NEU", "SAD"]
+SentenceCode = Literal[
+    "IEO", "TIE", "IOM", "IWW", "TAI", "MTI", "IWL", "ITH", "DFA", "ITS", "TSI", "WSI"
+]
+CREMA_D_EMOTIONS: tuple[str, ...] = typing.get_args(EmotionCode)
+CREMA_D_SENTENCES: tuple[str, ...] = typing.get_args(SentenceCode)
 CREMA_D_LEVELS = ("LO", "MD", "HI", "XX")
 
-
-def _check(condition: bool, key: str, message: str) -> None:
-    if not condition:
-        raise ValueError(f"{key}: {message}")
-
-
-def _check_range(value: float, key: str, low: float, high: float) -> None:
-    _check(low <= value <= high, key, f"must be in [{low}, {high}], got {value!r}")
+# Strict: an int field takes no bool, float or string; a float field takes an int (validated
+# as JSON, see parse_params). No NaN or infinity anywhere.
+CONFIG = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, validate_default=True,
+                    use_attribute_docstrings=True)
 
 
-def _check_subset(values: Iterable[str], key: str, allowed: Iterable[str]) -> None:
-    allowed = tuple(allowed)
-    bad = [v for v in values if v not in allowed]
-    _check(not bad, key, f"unknown value(s) {bad}; allowed: {list(allowed)}")
+def _distinct(values: tuple[Any, ...]) -> tuple[Any, ...]:
+    if len(set(values)) != len(values):
+        raise ValueError(f"lists a value twice: {list(values)}")
+    return values
 
 
-@dataclass(frozen=True)
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # NumPy's legacy seeding takes 32 bits
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+Workers = Annotated[int, Field(ge=0, le=256)]
+ShardMb = Annotated[int, Field(ge=1, le=4096)]
+Emotions = Annotated[tuple[EmotionCode, ...], AfterValidator(_distinct)]
+Device = Literal["auto", "cpu", "cuda"]
+Url = Annotated[str, Field(pattern=r"^(https://|file://|http://127\.|http://localhost[:/])")]
+
+
+@dataclass(frozen=True, config=CONFIG)
 class DemoCorpusParams:
     """The embedded synthetic CREMA-D-like corpus (``download.demo``)."""
 
-    seed: int = 1234
+    seed: Seed = 1234
     """Seed for every random choice of the generator."""
-    n_speakers: int = 24
+    n_speakers: Annotated[int, Field(ge=2, le=1000)] = 40
     """Number of synthetic actors (half male, half female), ActorIDs from 1001."""
-    emotions: tuple[str, ...] = ("ANG", "HAP", "NEU", "SAD")
+    emotions: Annotated[Emotions, Field(min_length=1)] = ("ANG", "HAP", "NEU", "SAD")
     """CREMA-D emotion codes to render, one clip per speaker x emotion x sentence."""
-    sentences: tuple[str, ...] = ("IEO", "TIE")
+    sentences: Annotated[
+        tuple[SentenceCode, ...], Field(min_length=1), AfterValidator(_distinct)
+    ] = ("IEO", "TIE")
     """CREMA-D sentence codes spoken in the clips."""
-    fps: int = 30
+    fps: Annotated[int, Field(ge=1, le=120)] = 30
     """Video frame rate."""
-    width: int = 480
+    width: Annotated[int, Field(ge=64, le=4096)] = 480
     """Video width in pixels (CREMA-D: 480)."""
-    height: int = 360
+    height: Annotated[int, Field(ge=64, le=4096)] = 360
     """Video height in pixels (CREMA-D: 360)."""
-    audio_rate: int = 22050
+    audio_rate: Literal[11025, 22050, 44100] = 22050
     """Sample rate of the clips' audio tracks in Hz (FLV stores PCM at 11025/22050/44100)."""
-    long_pause_fraction: float = 0.25
+    long_pause_fraction: Fraction = 0.25
     """Share of clips that get a silence longer than 1 s inside the speech."""
 
-    def __post_init__(self) -> None:
-        _check_range(self.n_speakers, "download.demo.n_speakers", 2, 1000)
-        _check(self.n_speakers % 2 == 0, "download.demo.n_speakers", "must be even (M/F pairs)")
-        _check(len(self.emotions) > 0, "download.demo.emotions", "must not be empty")
-        _check_subset(self.emotions, "download.demo.emotions", CREMA_D_EMOTIONS)
-        _check(len(self.sentences) > 0, "download.demo.sentences", "must not be empty")
-        _check_range(self.fps, "download.demo.fps", 1, 120)
-        _check_range(self.width, "download.demo.width", 64, 4096)
-        _check_range(self.height, "download.demo.height", 64, 4096)
-        _check(
-            self.audio_rate in (11025, 22050, 44100), "download.demo.audio_rate",
-            f"must be 11025, 22050 or 44100 (FLV's PCM rates), got {self.audio_rate!r}",
-        )
-        _check_range(self.long_pause_fraction, "download.demo.long_pause_fraction", 0.0, 1.0)
+    @field_validator("n_speakers")
+    @classmethod
+    def _paired(cls, n_speakers: int) -> int:
+        if n_speakers % 2:
+            raise ValueError("must be even (M/F pairs)")
+        return n_speakers
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=CONFIG)
 class CremaDParams:
     """Where and what to fetch of the real CREMA-D (``download.crema_d``)."""
 
-    raw_base_url: str = "https://raw.githubusercontent.com/CheyneyComputerScience/CREMA-D/master"
+    raw_base_url: Url = "https://raw.githubusercontent.com/CheyneyComputerScience/CREMA-D/master"
     """Base URL of the repository's plain files (CSVs, LFS pointers)."""
-    media_base_url: str = (
+    media_base_url: Url = (
         "https://media.githubusercontent.com/media/CheyneyComputerScience/CREMA-D/master"
     )
     """Base URL that serves the LFS media bytes."""
@@ -92,28 +113,17 @@ class CremaDParams:
     """A local clone (with LFS media pulled) to read instead of HTTP; empty = use HTTP."""
     media: Literal["both", "video", "audio"] = "both"
     """Which media files to fetch per clip."""
-    actors: tuple[str, ...] = ()
-    """Restrict to these ActorIDs (empty = all)."""
-    emotions: tuple[str, ...] = ()
+    actors: tuple[Annotated[str, Field(pattern=r"^\d{4}$")], ...] = ()
+    """Restrict to these ActorIDs, e.g. ``'1001'`` (empty = all)."""
+    emotions: Emotions = ()
     """Restrict to these emotion codes (empty = all)."""
-    max_clips: int = 0
+    max_clips: Annotated[int, Field(ge=0)] = 0
     """Keep at most this many clips after the other filters (0 = no limit)."""
     known_bad: Literal["exclude", "flag"] = "exclude"
     """Known-bad clips: drop them (recorded in the report) or keep them with a flag."""
 
-    def __post_init__(self) -> None:
-        _check_subset(self.emotions, "download.crema_d.emotions", CREMA_D_EMOTIONS)
-        _check(self.max_clips >= 0, "download.crema_d.max_clips", "must be >= 0")
-        for key in ("raw_base_url", "media_base_url"):
-            url = getattr(self, key)
-            _check(
-                url.startswith(("https://", "http://127.", "http://localhost", "file://")),
-                f"download.crema_d.{key}",
-                f"must be https://, file:// or http:// to loopback, got {url!r}",
-            )
 
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=CONFIG)
 class FolderParams:
     """A user's own folder of videos plus a labels CSV (``download.folder``)."""
 
@@ -123,130 +133,113 @@ class FolderParams:
     """CSV with columns file, speaker and optional emotion, level, sex, age, audio."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=CONFIG)
 class DownloadParams:
     """The ``download`` stage: which dataset, and how to fetch it."""
 
     dataset: Literal["demo", "crema-d", "folder"] = "demo"
     """Dataset to catalogue: the embedded corpus, real CREMA-D, or a local folder."""
-    workers: int = 8
+    workers: Annotated[int, Field(ge=1, le=64)] = 8
     """Parallel downloads."""
-    retries: int = 4
+    retries: Annotated[int, Field(ge=0, le=20)] = 4
     """Retries per file on timeouts, 5xx and dropped connections."""
-    timeout_s: float = 30.0
+    timeout_s: Annotated[float, Field(gt=0.0, le=3600.0)] = 30.0
     """Socket timeout per request in seconds."""
-    backoff_s: float = 1.0
+    backoff_s: Annotated[float, Field(ge=0.0, le=60.0)] = 1.0
     """First retry waits this long; each further retry of a file doubles it (max 60 s)."""
-    demo: DemoCorpusParams = field(default_factory=DemoCorpusParams)
+    demo: DemoCorpusParams = dataclasses.field(default_factory=DemoCorpusParams)
     """Settings of the embedded corpus."""
-    crema_d: CremaDParams = field(default_factory=CremaDParams)
+    crema_d: CremaDParams = dataclasses.field(default_factory=CremaDParams)
     """Settings for real CREMA-D."""
-    folder: FolderParams = field(default_factory=FolderParams)
+    folder: FolderParams = dataclasses.field(default_factory=FolderParams)
     """Settings for a local folder dataset."""
 
-    def __post_init__(self) -> None:
-        _check_range(self.workers, "download.workers", 1, 64)
-        _check_range(self.retries, "download.retries", 0, 20)
-        _check(self.timeout_s > 0, "download.timeout_s", "must be > 0")
-        _check_range(self.backoff_s, "download.backoff_s", 0.0, 60.0)
-        if self.dataset == "folder":
-            _check(bool(self.folder.videos_dir), "download.folder.videos_dir", "required")
-            _check(bool(self.folder.labels_csv), "download.folder.labels_csv", "required")
+    @field_validator("folder")
+    @classmethod
+    def _folder_given(cls, folder: FolderParams, info: ValidationInfo) -> FolderParams:
+        empty = [k for k in ("videos_dir", "labels_csv") if not getattr(folder, k)]
+        if info.data.get("dataset") == "folder" and empty:
+            raise ValueError(f"{' and '.join(empty)} required when dataset is folder")
+        return folder
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=CONFIG)
 class FacesParams:
     """The ``faces`` stage: frame selection and face crops."""
 
-    crop_size: int = 64
+    crop_size: Annotated[int, Field(ge=16, le=512)] = 64
     """Side of the square grayscale crop (003: 64; 000: 150)."""
     mode: Literal["peak_emotion", "frontal", "combined"] = "peak_emotion"
     """Frame selection: 003's peak emotion, 000's most frontal frame, or a weighted mix."""
-    expression_weight: float = 0.5
+    expression_weight: Fraction = 0.5
     """In ``combined`` mode, weight of expression vs frontality (0 = frontal only)."""
-    max_yaw_deg: float = 20.0
+    max_yaw_deg: Annotated[float, Field(ge=0.0, le=90.0)] = 20.0
     """Frames turned further than this are not frontal enough for ``peak_emotion``."""
-    detect_every: int = 40
+    detect_every: Annotated[int, Field(ge=1, le=1000)] = 40
     """Run the HOG detector on every N-th frame (and on landmark frames while no face is
     tracked); the box is tracked from the landmarks in between. It also bounds how long a
     track can stay on a face that moved away faster than the landmarks follow."""
-    landmark_every: int = 5
+    landmark_every: Annotated[int, Field(ge=1, le=30)] = 5
     """Coarse to fine: predict landmarks on every N-th frame, then on every frame from the
     best coarse candidate to its coarse neighbour on the side of the estimated peak, plus
     2 frames on the other side (+-N where there is no estimate; 1 = every frame)."""
-    detect_scale: float = 0.5
+    detect_scale: Annotated[float, Field(ge=0.1, le=2.0)] = 0.5
     """Downscale factor of the frames the detector sees."""
-    max_detect_scale: float = 2.0
+    max_detect_scale: Annotated[float, Field(ge=0.1, le=4.0)] = 2.0
     """Until a face is found, also try doubling scales up to this (finds small faces)."""
-    min_face_px: int = 40
+    min_face_px: Annotated[int, Field(ge=1, le=4096)] = 40
     """Faces narrower than this (in source pixels) are quarantined as too small."""
     multiple_faces: Literal["largest", "quarantine"] = "largest"
     """When several faces are found: keep the largest (recorded), or reject the clip."""
     reference: Literal["auto", "clip_least_expressive", "global_mean"] = "auto"
     """Neutral shape for expression scores: ``auto`` = the speaker's NEU clips when the
     dataset has them, else the clip's least-expressive frames; or force one of the others."""
-    margin: float = 0.05
+    margin: Fraction = 0.05
     """Border around the face contour's box in the crop, as a share of the box side."""
-    max_frames: int = 900
+    max_frames: Annotated[int, Field(ge=1, le=1_000_000)] = 900
     """Cap of frames read per clip (30 s at 30 fps), so a long clip cannot blow up time."""
-    workers: int = 0
+    workers: Workers = 0
     """Parallel worker processes (0 = number of cores)."""
-    sheet_samples: int = 48
+    sheet_samples: Annotated[int, Field(ge=0, le=10_000)] = 48
     """Faces shown on the contact sheet."""
-    shard_mb: int = 128
+    shard_mb: ShardMb = 128
     """Target size of an output Parquet shard in MB."""
 
-    def __post_init__(self) -> None:
-        _check_range(self.crop_size, "faces.crop_size", 16, 512)
-        _check_range(self.expression_weight, "faces.expression_weight", 0.0, 1.0)
-        _check_range(self.max_yaw_deg, "faces.max_yaw_deg", 0.0, 90.0)
-        _check_range(self.detect_every, "faces.detect_every", 1, 1000)
-        _check_range(self.landmark_every, "faces.landmark_every", 1, 30)
-        _check_range(self.detect_scale, "faces.detect_scale", 0.1, 2.0)
-        _check_range(self.max_detect_scale, "faces.max_detect_scale", self.detect_scale, 4.0)
-        _check_range(self.margin, "faces.margin", 0.0, 1.0)
-        _check_range(self.shard_mb, "faces.shard_mb", 1, 4096)
-        _check_range(self.min_face_px, "faces.min_face_px", 1, 4096)
-        _check_range(self.max_frames, "faces.max_frames", 1, 1_000_000)
-        _check_range(self.workers, "faces.workers", 0, 256)
-        _check_range(self.sheet_samples, "faces.sheet_samples", 0, 10_000)
+    @field_validator("max_detect_scale")
+    @classmethod
+    def _not_below_detect_scale(cls, scale: float, info: ValidationInfo) -> float:
+        return _at_least(scale, info, "detect_scale")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=CONFIG)
 class AudioParams:
     """The ``audio`` stage (003 section 4.1.2)."""
 
-    sample_rate: int = 8000
+    sample_rate: Annotated[int, Field(ge=4000, le=96000)] = 8000
     """Target sample rate in Hz (003: 8 kHz)."""
-    min_silence_s: float = 1.0
+    min_silence_s: Annotated[float, Field(ge=0.05, le=60.0)] = 1.0
     """Silent intervals at least this long are removed (003: 1 s)."""
-    silence_threshold_db: float = -35.0
+    silence_threshold_db: Annotated[float, Field(ge=-120.0, le=0.0)] = -35.0
     """A frame is silent when its RMS is this many dB below the clip's loudest frames."""
-    silence_floor_db: float = -60.0
+    silence_floor_db: Annotated[float, Field(ge=-200.0, le=0.0)] = -60.0
     """Clips whose loudest 10 ms frame is below this level (dBFS) are quarantined all silent."""
-    length_s: float = 3.67
+    length_s: Annotated[float, Field(ge=0.1, le=60.0)] = 3.67
     """Fixed output length; speech is tiled (repeated) or cut to it (003: 3.67 s)."""
     crop: Literal["start", "centre"] = "start"
     """Where to cut speech longer than ``length_s``."""
-    min_speech_s: float = 0.5
+    min_speech_s: Annotated[float, Field(ge=0.0, le=60.0)] = 0.5
     """Clips with less speech than this are quarantined."""
-    max_input_s: float = 30.0
+    max_input_s: Annotated[float, Field(gt=0.0, le=3600.0)] = 30.0
     """Decode at most this much of any input (CREMA-D has a one-minute clip)."""
-    workers: int = 0
+    workers: Workers = 0
     """Parallel worker processes (0 = number of cores)."""
-    shard_mb: int = 128
+    shard_mb: ShardMb = 128
     """Target size of the audio Parquet shards in MB."""
 
-    def __post_init__(self) -> None:
-        _check_range(self.sample_rate, "audio.sample_rate", 4000, 96000)
-        _check_range(self.silence_floor_db, "audio.silence_floor_db", -200.0, 0.0)
-        _check_range(self.shard_mb, "audio.shard_mb", 1, 4096)
-        _check_range(self.min_silence_s, "audio.min_silence_s", 0.05, 60.0)
-        _check_range(self.silence_threshold_db, "audio.silence_threshold_db", -120.0, 0.0)
-        _check_range(self.length_s, "audio.length_s", 0.1, 60.0)
-        _check_range(self.min_speech_s, "audio.min_speech_s", 0.0, 60.0)
-        _check(self.max_input_s >= self.length_s, "audio.max_input_s", "must be >= length_s")
-        _check_range(self.workers, "audio.workers", 0, 256)
+    @field_validator("max_input_s")
+    @classmethod
+    def _not_below_length(cls, seconds: float, info: ValidationInfo) -> float:
+        return _at_least(seconds, info, "length_s")
 
     @property
     def n_samples(self) -> int:
@@ -254,171 +247,134 @@ class AudioParams:
         return round(self.length_s * self.sample_rate)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=CONFIG)
 class DatasetParams:
     """The ``dataset`` stage: join, filter, split and shard."""
 
-    emotions: tuple[str, ...] = ("ANG", "HAP", "NEU", "SAD")
+    emotions: Annotated[Emotions, Field(min_length=1)] = ("ANG", "HAP", "NEU", "SAD")
     """Emotion classes kept, in label order (003 uses these four)."""
     split_mode: Literal["speaker", "clip"] = "speaker"
     """``speaker``: speaker-disjoint, stratified by sex; ``clip``: the paper's random split."""
-    val_fraction: float = 0.15
+    val_fraction: Annotated[float, Field(ge=0.0, le=0.5)] = 0.15
     """Share of speakers (or clips) in the validation split."""
-    test_fraction: float = 0.15
+    test_fraction: Annotated[float, Field(ge=0.0, le=0.5)] = 0.2
     """Share of speakers (or clips) in the test split."""
-    seed: int = 0
+    seed: Seed = 0
     """Seed of the split."""
-    shard_mb: int = 128
+    shard_mb: ShardMb = 128
     """Target Parquet shard size in MB."""
-    row_group_rows: int = 256
+    row_group_rows: Annotated[int, Field(ge=1, le=1_000_000)] = 256
     """Rows per Parquet row group (a few training batches per read)."""
 
-    def __post_init__(self) -> None:
-        _check(len(self.emotions) > 0, "dataset.emotions", "must not be empty")
-        _check_subset(self.emotions, "dataset.emotions", CREMA_D_EMOTIONS)
-        _check_range(self.val_fraction, "dataset.val_fraction", 0.0, 0.5)
-        _check_range(self.test_fraction, "dataset.test_fraction", 0.0, 0.5)
-        _check_range(self.shard_mb, "dataset.shard_mb", 1, 4096)
-        _check_range(self.row_group_rows, "dataset.row_group_rows", 1, 1_000_000)
+    @field_validator("test_fraction")
+    @classmethod
+    def _leaves_training_data(cls, fraction: float, info: ValidationInfo) -> float:
+        if fraction + info.data.get("val_fraction", 0.0) >= 1.0:
+            raise ValueError("val_fraction + test_fraction must be < 1 (a train split)")
+        return fraction
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=CONFIG)
 class TrainVaeParams:
     """The ``train_vae`` stage (003 sections 3.2, 3.4, 4.2)."""
 
-    seed: int = 0
+    seed: Seed = 0
     """Seed of initialisation, shuffling and sampling."""
-    epochs: int = 40
+    epochs: Annotated[int, Field(ge=1, le=100_000)] = 100
     """Training epochs (003 preset: 300)."""
-    batch_size: int = 32
+    batch_size: Annotated[int, Field(ge=1, le=65_536)] = 16
     """Batch size (003: 32)."""
-    lr: float = 1e-3
+    lr: Annotated[float, Field(ge=1e-8, le=1.0)] = 1e-3
     """Adam learning rate (003: 1e-3)."""
-    feature_dim: int = 256
+    feature_dim: Annotated[int, Field(ge=1, le=65_536)] = 256
     """Width of the encoder's conv features that mu / log-variance are computed from."""
-    latent_dim: int = 256
+    latent_dim: Annotated[int, Field(ge=1, le=65_536)] = 256
     """Size of z."""
-    beta: float = 1.0
+    beta: Annotated[float, Field(ge=0.0, le=1000.0)] = 0.25
     """Weight of the KL term (beta-VAE)."""
     conditional: bool = True
     """Append the emotion code to the features before mu / log-variance (003 section 3.4)."""
     decoder_code: bool = True
     """Also feed the code to the decoder with z (CVAE, Sohn et al. 2015); needs conditional."""
-    code_bits_per_class: int = 2
+    code_bits_per_class: Annotated[int, Field(ge=1, le=64)] = 2
     """Bits per emotion class in the code (003: 2 bits x 4 classes = 8)."""
-    checkpoint_every: int = 5
+    checkpoint_every: Annotated[int, Field(ge=1, le=100_000)] = 10
     """Save a resumable checkpoint every N epochs."""
-    device: str = "auto"
+    device: Device = "auto"
     """``auto`` (CUDA when present), ``cpu`` or ``cuda``."""
-    channels: tuple[int, ...] = (32, 64, 128, 256)
+    channels: Annotated[
+        tuple[Annotated[int, Field(ge=1, le=4096)], ...], Field(min_length=1)
+    ] = (16, 32, 64, 128)
     """Output channels of the encoder's stride-2 convs (the decoder mirrors them)."""
     in_memory: bool = True
     """Read the splits into memory (small corpora); false streams the Parquet shards."""
-    num_workers: int = 0
+    num_workers: Workers = 0
     """DataLoader worker processes (0 = load in the training process)."""
-    threads: int = 1
+    threads: Workers = 0
     """torch intra-op CPU threads (0 = torch's default, all cores; 1 is robust when shared)."""
-    grid_faces: int = 8
+    grid_faces: Annotated[int, Field(ge=1, le=64)] = 8
     """Validation faces shown in the reconstruction and label-swap grids."""
 
-    def __post_init__(self) -> None:
-        _check_range(self.epochs, "train_vae.epochs", 1, 100_000)
-        _check(len(self.channels) > 0, "train_vae.channels", "must not be empty")
-        for i, width in enumerate(self.channels):
-            _check_range(width, f"train_vae.channels[{i}]", 1, 4096)
-        _check_range(self.num_workers, "train_vae.num_workers", 0, 256)
-        _check_range(self.threads, "train_vae.threads", 0, 256)
-        _check_range(self.grid_faces, "train_vae.grid_faces", 1, 64)
-        _check_range(self.batch_size, "train_vae.batch_size", 1, 65_536)
-        _check_range(self.lr, "train_vae.lr", 1e-8, 1.0)
-        _check_range(self.feature_dim, "train_vae.feature_dim", 1, 65_536)
-        _check_range(self.latent_dim, "train_vae.latent_dim", 1, 65_536)
-        _check_range(self.beta, "train_vae.beta", 0.0, 1000.0)
-        _check_range(self.code_bits_per_class, "train_vae.code_bits_per_class", 1, 64)
-        _check_range(self.checkpoint_every, "train_vae.checkpoint_every", 1, 100_000)
-        _check(self.device in ("auto", "cpu", "cuda"), "train_vae.device", "auto, cpu or cuda")
 
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=CONFIG)
 class TrainVoiceParams:
     """The ``train_voice`` stage (003 section 3.3, Table 1, section 4.3)."""
 
-    seed: int = 0
+    seed: Seed = 0
     """Seed of initialisation and shuffling."""
-    epochs: int = 60
+    epochs: Annotated[int, Field(ge=1, le=100_000)] = 40
     """Training epochs (003 preset: 600)."""
-    batch_size: int = 32
+    batch_size: Annotated[int, Field(ge=1, le=65_536)] = 32
     """Batch size (003: 32)."""
-    lr: float = 1e-4
+    lr: Annotated[float, Field(ge=1e-8, le=1.0)] = 1e-3
     """Adam learning rate (003: 1e-4)."""
-    checkpoint_every: int = 10
+    checkpoint_every: Annotated[int, Field(ge=1, le=100_000)] = 5
     """Save a resumable checkpoint every N epochs."""
-    device: str = "auto"
+    device: Device = "auto"
     """``auto`` (CUDA when present), ``cpu`` or ``cuda``."""
     pooling: Literal["temporal", "style_tokens"] = "temporal"
     """Attention keys / values: the GRU's outputs, or GST's style tokens (DeepTalk)."""
-    target: Literal["clip", "speaker_mean"] = "clip"
+    target: Literal["clip", "speaker_mean"] = "speaker_mean"
     """Regression target: each clip's own face features (003), or the mean over the speaker's
     clips (identity only: the expression of one frame is noise the voice cannot predict)."""
     standardize_targets: bool = True
     """Standardise the VAE features per dimension on train (folded back into the saved model)."""
     time_shift: bool = True
     """Rotate each training clip by a random circular shift per draw (augmentation)."""
-    select_best: bool = True
+    select_best: bool = False
     """Keep the weights of the epoch with the lowest validation loss, not the last epoch's."""
-    collapse_warning: float = 0.1
+    collapse_warning: Fraction = 0.1
     """Warn when generated latents vary across val speakers less than this share of true ones."""
-    num_workers: int = 0
+    num_workers: Workers = 0
     """DataLoader worker processes (0 = load in the training process)."""
-    threads: int = 1
+    threads: Workers = 0
     """torch intra-op CPU threads (0 = torch's default, all cores; 1 is robust when shared)."""
-    grid_clips: int = 8
+    grid_clips: Annotated[int, Field(ge=1, le=64)] = 8
     """Validation clips (one per speaker) in the true | VAE | voice grid."""
 
-    def __post_init__(self) -> None:
-        _check_range(self.epochs, "train_voice.epochs", 1, 100_000)
-        _check_range(self.batch_size, "train_voice.batch_size", 1, 65_536)
-        _check_range(self.lr, "train_voice.lr", 1e-8, 1.0)
-        _check_range(self.checkpoint_every, "train_voice.checkpoint_every", 1, 100_000)
-        _check(self.device in ("auto", "cpu", "cuda"), "train_voice.device", "auto, cpu or cuda")
-        _check(self.pooling in ("temporal", "style_tokens"), "train_voice.pooling",
-               f"must be temporal or style_tokens, got {self.pooling!r}")
-        _check(self.target in ("clip", "speaker_mean"), "train_voice.target",
-               f"must be clip or speaker_mean, got {self.target!r}")
-        _check_range(self.collapse_warning, "train_voice.collapse_warning", 0.0, 1.0)
-        _check_range(self.num_workers, "train_voice.num_workers", 0, 256)
-        _check_range(self.threads, "train_voice.threads", 0, 256)
-        _check_range(self.grid_clips, "train_voice.grid_clips", 1, 64)
 
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=CONFIG)
 class EvaluateParams:
     """The ``evaluate`` stage."""
 
-    seed: int = 0
+    seed: Seed = 0
     """Seed of impostor draws, the random-speaker baseline and clustering runs."""
-    clustering_runs: int = 100
+    clustering_runs: Annotated[int, Field(ge=1, le=10_000)] = 100
     """Seeded k-means++ runs averaged for expression clustering (002 section 5.2.1)."""
     face_embedding: bool = True
     """Also rank in dlib's 128-d face-recognition space (on upscaled crops)."""
     similarity: Literal["cosine", "neg_l2"] = "cosine"
     """Similarity for identity retrieval and 1:2 matching: cosine or negative L2 distance."""
-    recall_ks: tuple[int, ...] = (1, 5)
+    recall_ks: Annotated[
+        tuple[Annotated[int, Field(ge=1, le=1_000_000)], ...], Field(min_length=1)
+    ] = (1, 5)
     """Cut-offs k of the retrieval recall R@k (chance: k / number of test speakers)."""
     ties: Literal["expected", "pessimistic"] = "expected"
     """Tied similarities: expected rank under a random order, or counted against the truth."""
-    grid_clips: int = 8
+    grid_clips: Annotated[int, Field(ge=1, le=64)] = 8
     """Generated faces shown per test speaker in the speaker grid (after their real face)."""
-    emotion_grid_clips: int = 6
+    emotion_grid_clips: Annotated[int, Field(ge=1, le=64)] = 6
     """Test clips (one per speaker) shown in the emotion grid, each with every emotion code."""
-
-    def __post_init__(self) -> None:
-        _check_range(self.clustering_runs, "evaluate.clustering_runs", 1, 10_000)
-        _check_range(self.grid_clips, "evaluate.grid_clips", 1, 64)
-        _check_range(self.emotion_grid_clips, "evaluate.emotion_grid_clips", 1, 64)
-        _check(len(self.recall_ks) > 0, "evaluate.recall_ks", "must not be empty")
-        for k in self.recall_ks:
-            _check_range(k, "evaluate.recall_ks", 1, 1_000_000)
 
 
 SECTIONS: dict[str, type] = {
@@ -432,6 +388,14 @@ SECTIONS: dict[str, type] = {
 }
 
 
+def _at_least(value: float, info: ValidationInfo, other: str) -> float:
+    """Return ``value``; raise when it is below the (already validated) field ``other``."""
+    low = info.data.get(other)
+    if low is not None and value < low:
+        raise ValueError(f"must be >= {other} ({low})")
+    return value
+
+
 def load_params(path: str | Path, section: str) -> Any:
     """Return the validated dataclass for ``section`` of the YAML file at ``path``."""
     if section not in SECTIONS:
@@ -440,66 +404,81 @@ def load_params(path: str | Path, section: str) -> Any:
         document = yaml.safe_load(f) or {}
     if section not in document:
         raise ValueError(f"{section}: section missing from {path}")
-    return from_dict(SECTIONS[section], document[section], section)
+    return parse_params(section, document[section], source=str(path))
 
 
-def from_dict(cls: type[T], values: Any, key: str) -> T:
-    """Return ``cls`` built from a mapping, checking names and types of every field."""
-    if not isinstance(values, dict):
-        raise ValueError(f"{key}: expected a mapping, got {type(values).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ValueError(f"{key}: unknown key(s) {unknown}; known: {sorted(names)}")
-    hints = typing.get_type_hints(cls)
-    kwargs = {name: _coerce(hints[name], value, f"{key}.{name}") for name, value in values.items()}
-    return cls(**kwargs)
+def parse_params(section: str, values: Any, source: str = "the params") -> Any:
+    """Return the validated dataclass of ``section`` from its plain data (as in the YAML).
 
-
-def _coerce(hint: Any, value: Any, key: str) -> Any:
-    """Return ``value`` checked against (and lightly converted to) the type ``hint``."""
-    origin = typing.get_origin(hint)
-    if dataclasses.is_dataclass(hint):
-        return from_dict(hint, value, key)  # type: ignore[arg-type]
-    if origin is Literal:
-        allowed = typing.get_args(hint)
-        _check(value in allowed, key, f"must be one of {list(allowed)}, got {value!r}")
-        return value
-    if origin is tuple:
-        _check(isinstance(value, list | tuple), key, f"expected a list, got {value!r}")
-        (item,) = typing.get_args(hint)[:1]
-        return tuple(_coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value))
-    if origin in (typing.Union, types.UnionType):
-        for option in typing.get_args(hint):
-            try:
-                return _coerce(option, value, key)
-            except ValueError:
-                continue
-        raise ValueError(f"{key}: {value!r} does not match {hint}")
-    if hint is type(None):
-        _check(value is None, key, f"expected null, got {value!r}")
-        return None
-    if hint is float:
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        _check(ok, key, f"expected a number, got {value!r}")
-        return float(value)
-    if hint is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-        _check(ok, key, f"expected an integer, got {value!r}")
-        return value
-    if hint in (bool, str):
-        _check(isinstance(value, hint), key, f"expected {hint.__name__}, got {value!r}")
-        return value
-    raise TypeError(f"{key}: unsupported parameter type {hint!r}")
+    Every key must be present (the dataclass defaults do not fill in: DVC sees only the
+    file). Raises ``ValueError`` listing each bad key with its full name.
+    """
+    cls = SECTIONS[section]
+    missing = list(_missing_keys(cls, values, section))
+    if missing:
+        raise ValueError("\n".join(f"{key}: missing from {source}" for key in missing))
+    try:
+        # As JSON: a YAML mapping is a JSON object, a list a JSON array (for tuples), and
+        # pydantic's strict JSON rules are ours (no bool or float for an int).
+        return _adapter(cls).validate_json(pydantic_core.to_json(values))
+    except ValidationError as error:
+        errors = error.errors(include_url=False)
+        lines = [_describe(e, cls, section) for e in errors if not _has_inner(e, errors)]
+        raise ValueError("\n".join(lines)) from None
 
 
 def to_dict(params: Any) -> dict[str, Any]:
-    """Return a dataclass as plain YAML/JSON-friendly data (tuples become lists)."""
-    def plain(value: Any) -> Any:
-        if isinstance(value, tuple | list):
-            return [plain(v) for v in value]
-        if isinstance(value, dict):
-            return {k: plain(v) for k, v in value.items()}
-        return value
+    """Return a params dataclass as plain YAML/JSON data (tuples become lists)."""
+    return _adapter(type(params)).dump_python(params, mode="json")
 
-    return plain(dataclasses.asdict(params))
+
+@functools.cache
+def _adapter(cls: type) -> TypeAdapter[Any]:
+    return TypeAdapter(cls)
+
+
+def _missing_keys(cls: type, values: Any, key: str) -> Iterator[str]:
+    """Yield the full name of each field of ``cls`` (nested ones too) absent from ``values``."""
+    if not isinstance(values, dict):
+        return  # pydantic reports the wrong type
+    for name, info in cls.__pydantic_fields__.items():
+        if name not in values:
+            yield f"{key}.{name}"
+        elif dataclasses.is_dataclass(info.annotation):
+            yield from _missing_keys(info.annotation, values[name], f"{key}.{name}")
+
+
+def _has_inner(error: ErrorDetails, errors: list[ErrorDetails]) -> bool:
+    """Whether another error lies inside ``error``'s key (a list's bad item: report just it)."""
+    loc = error["loc"]
+    return any(len(e["loc"]) > len(loc) and e["loc"][: len(loc)] == loc for e in errors)
+
+
+def _describe(error: ErrorDetails, cls: type, section: str) -> str:
+    """Return one pydantic error as ``full.key: reason, got value (allowed: ...)``."""
+    loc = error["loc"]
+    key = section + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
+    fields = _fields_of(cls, loc[:-1]) if loc else {}
+    if error["type"] == "unexpected_keyword_argument":
+        return f"{key}: unknown key; known: {sorted(fields)}"
+    reason = str(error["ctx"]["error"]) if error["type"] == "value_error" else error["msg"]
+    info = fields.get(loc[-1]) if loc else None
+    return f"{key}: {reason}, got {error['input']!r}{_bounds(info.metadata if info else [])}"
+
+
+def _fields_of(cls: Any, loc: tuple[int | str, ...]) -> dict[str, Any]:
+    """Return the pydantic fields of the (nested) dataclass at ``loc`` ({} off the classes)."""
+    for part in loc:
+        info = getattr(cls, "__pydantic_fields__", {}).get(part)
+        if info is None:
+            return {}
+        cls = info.annotation
+    return getattr(cls, "__pydantic_fields__", {})
+
+
+def _bounds(metadata: list[Any]) -> str:
+    """Return `` (allowed: >= 16 and <= 512)`` from a field's constraints, or ``''``."""
+    ops = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+    limits = [f"{op} {getattr(m, name)}" for m in metadata for name, op in ops.items()
+              if hasattr(m, name)]
+    return f" (allowed: {' and '.join(limits)})" if limits else ""

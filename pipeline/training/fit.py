@@ -35,6 +35,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 from tqdm import tqdm
 
+from pipeline.models.files import check_plain
 from pipeline.runtime import atomic_path, git_revision
 
 log = logging.getLogger(__name__)
@@ -151,7 +152,9 @@ def fit(
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
     state = FitState(model, optimizer, device)
-    provenance = {"params": _plain(params), "identity": _plain(identity or {}),
+    check_plain(params, "params")
+    check_plain(identity or {}, "identity")
+    provenance = {"params": dict(params), "identity": dict(identity or {}),
                   "git_revision": git_revision()}
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir else None
     if ckpt_path is not None and ckpt_path.exists():
@@ -411,17 +414,6 @@ def _set_rng_states(states: Mapping[str, Any]) -> None:
         "has_gauss": np_state["has_gauss"],
         "gauss": np_state["gauss"],
     })
-
-
-def _plain(value: Any) -> Any:
-    """Return ``value`` as plain data (tuples become lists) for weights-only checkpoints."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    raise TypeError(f"provenance values must be plain data, got {type(value).__name__}")
 
 
 # --- dvclive -----------------------------------------------------------------------------

@@ -153,9 +153,9 @@ def swap_run(tmp_path_factory):
     run_faces(catalogue, tmp / "faces", FacesParams(workers=2))
     process_catalogue(catalogue, tmp / "audio", AudioParams(workers=2))
     build_dataset(catalogue, tmp / "faces", tmp / "audio", tmp / "dataset",
-                  DatasetParams(split_mode="clip"))
+                  DatasetParams(split_mode="clip", test_fraction=0.15))
     params = TrainVaeParams(epochs=SWAP_EPOCHS, batch_size=16, beta=0.25, device="cpu",
-                            channels=(16, 32, 64, 128), checkpoint_every=SWAP_EPOCHS)
+                            channels=(16, 32, 64, 128), checkpoint_every=SWAP_EPOCHS, threads=1)
     seed_everything(0)
     train_vae(params, tmp / "dataset", tmp / "vae", tmp / "ckpt", tmp / "live")
     return tmp / "dataset", tmp / "vae" / "model.pt"
