@@ -101,15 +101,7 @@ def prepare_waveform(
         QuarantineError: ``all_silent`` or ``too_little_speech``.
     """
     rate = params.sample_rate
-    silences = find_long_silences(wave, rate, params, source=source)
-    speech = remove_intervals(wave, silences)
-    if len(speech) < max(1, math.ceil(params.min_speech_s * rate)):
-        raise QuarantineError(
-            "too_little_speech",
-            f"{len(speech) / rate:.2f} s of speech after removing silences, "
-            f"need {params.min_speech_s} s",
-            source,
-        )
+    speech, silences = remove_long_silences(wave, rate, params, source=source)
     fixed = fit_length(speech, params.n_samples, params.crop)
     return PreparedAudio(
         pcm=float_to_pcm(fixed),
@@ -120,6 +112,30 @@ def prepare_waveform(
         silences=tuple((a / rate, b / rate) for a, b in silences),
         truncated=truncated,
     )
+
+
+def remove_long_silences(
+    wave: np.ndarray, sample_rate: int, params: AudioParams, source: str | Path = ""
+) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Return ``(speech, removed silences)``: ``wave`` without its silences of ``min_silence_s``.
+
+    ``sample_rate`` is the waveform's own (the audio stage's ``params.sample_rate``, or a
+    pretrained encoder's rate), so every consumer removes silences with the same rule.
+
+    Raises:
+        QuarantineError: ``all_silent``, or ``too_little_speech`` when less than
+            ``min_speech_s`` is left.
+    """
+    silences = find_long_silences(wave, sample_rate, params, source=source)
+    speech = remove_intervals(wave, silences)
+    if len(speech) < max(1, math.ceil(params.min_speech_s * sample_rate)):
+        raise QuarantineError(
+            "too_little_speech",
+            f"{len(speech) / sample_rate:.2f} s of speech after removing silences, "
+            f"need {params.min_speech_s} s",
+            source,
+        )
+    return speech, silences
 
 
 def decode_audio(
