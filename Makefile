@@ -36,11 +36,14 @@ system:
 	  fi; \
 	fi
 
-# The venv is rebuilt only when pyproject.toml changes. torch is pinned to the local CPU build.
+# The venv is rebuilt only when pyproject.toml changes. torch is pinned to the local CPU build;
+# [tool.voice2face] no-deps lists packages installed without their declared dependencies.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -e '.[dev]'
-	$(BIN)/python -c "import torch, dlib, av; assert not torch.version.cuda, 'CUDA torch resolved'"
+	$(BIN)/python -m pip install -q --no-deps $$($(BIN)/python -c "import tomllib; \
+	  print(*tomllib.load(open('pyproject.toml', 'rb'))['tool']['voice2face']['no-deps'])")
+	$(BIN)/python -c "import torch, dlib, av, resemblyzer; assert not torch.version.cuda, 'CUDA torch resolved'"
 	touch $(STAMP)
 
 lint: setup

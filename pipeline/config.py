@@ -248,6 +248,18 @@ class AudioParams:
 
 
 @dataclass(frozen=True, config=CONFIG)
+class EmbedParams:
+    """The ``embed`` stage: one pretrained speaker embedding per clip (004)."""
+
+    encoder: Literal["resemblyzer"] = "resemblyzer"
+    """Pretrained speaker encoder: resemblyzer's GE2E d-vector (256-d, 16 kHz, weights in its
+    wheel). Silences are removed with the ``audio`` section's rule."""
+    threads: Workers = 1
+    """torch CPU threads (0 = all cores); 1 gives the same bytes on every machine and costs
+    little (about 40 ms of CPU per clip)."""
+
+
+@dataclass(frozen=True, config=CONFIG)
 class DatasetParams:
     """The ``dataset`` stage: join, filter, split and shard."""
 
@@ -381,6 +393,7 @@ SECTIONS: dict[str, type] = {
     "download": DownloadParams,
     "faces": FacesParams,
     "audio": AudioParams,
+    "embed": EmbedParams,
     "dataset": DatasetParams,
     "train_vae": TrainVaeParams,
     "train_voice": TrainVoiceParams,

@@ -12,6 +12,7 @@ Layout on disk (paths come from ``dvc.yaml``):
 - ``audio`` -> ``<out>/audio-NNNNN.parquet`` shards (:data:`AUDIO`).
 - ``dataset`` -> ``<out>/{train,val,test}/part-NNNNN.parquet`` (:data:`DATASET`) and
   ``<out>/meta.json`` (:data:`DATASET_META_KEYS`).
+- ``embed`` -> ``<out>/embeddings.parquet`` (:data:`SPEAKER_EMBEDDINGS`).
 """
 
 from __future__ import annotations
@@ -104,6 +105,20 @@ DATASET = pa.schema(
         _field("audio", pa.binary(), "Mono int16 little-endian PCM, fixed length."),
         _field("sample_rate", pa.int32(), "Sample rate of audio in Hz."),
         _field("source", pa.string(), "Source video (or audio) path, as in the catalogue."),
+    ]
+)
+
+SPEAKER_EMBEDDINGS = pa.schema(
+    [
+        *_IDENTITY,
+        _field("speaker_id", pa.string(), "Speaker identity (CREMA-D: ActorID)."),
+        # The item named as Parquet names it, so that the schema read back is this one.
+        _field("embedding", pa.list_(pa.field("element", pa.float32()), 256),
+               "Pretrained speaker embedding of the clip's speech (L2 norm 1)."),
+        _field("encoder", pa.string(), "Pretrained encoder that computed it (resemblyzer)."),
+        _field("sample_rate", pa.int32(), "Rate the encoder read the audio at (Hz)."),
+        _field("speech_duration_s", pa.float32(), "Speech embedded, after removing silences (s)."),
+        _field("source", pa.string(), "Audio (or video) file, relative to the catalogue."),
     ]
 )
 
