@@ -292,8 +292,9 @@ class TrainVaeParams:
     """Size of z."""
     beta: Annotated[float, Field(ge=0.0, le=1000.0)] = 0.25
     """Weight of the KL term (beta-VAE)."""
-    conditional: bool = True
-    """Append the emotion code to the features before mu / log-variance (003 section 3.4)."""
+    conditional: bool | Literal["auto"] = "auto"
+    """Append the emotion code to the features before mu / log-variance (003 section 3.4);
+    ``auto``: when the dataset has emotion labels (else unconditional, 000's setting)."""
     decoder_code: bool = True
     """Also feed the code to the decoder with z (CVAE, Sohn et al. 2015); needs conditional."""
     code_bits_per_class: Annotated[int, Field(ge=1, le=64)] = 2

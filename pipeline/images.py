@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -55,6 +56,21 @@ def image_grid(
         if labels:
             draw.text((x, y), labels[i][: max(1, tw // 6)], fill=0, font=font)
     return sheet
+
+
+def placeholder_image(text: str, width: int = 360, line_chars: int = 56) -> Image.Image:
+    """Return a white grayscale image holding ``text`` (wrapped): says why a figure is absent.
+
+    DVC expects every declared output; where a figure cannot be drawn (e.g. emotion grids of
+    data without emotion labels) the stage writes this in its place instead.
+    """
+    lines = textwrap.wrap(text, line_chars) or [""]
+    image = Image.new("L", (width, 8 + 14 * len(lines)), 255)
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default()
+    for i, line in enumerate(lines):
+        draw.text((6, 4 + 14 * i), line, fill=0, font=font)
+    return image
 
 
 def save_png(image: Image.Image, path: str | Path) -> Path:

@@ -4,11 +4,13 @@ Usage: ``python -m stages.generate AUDIO --out face.png [--emotion HAP] [--param
 [--vae MODEL.pt --voice MODEL.pt] [--size N]``. The audio goes through the audio stage's
 own code with the ``audio`` params section; the models default to the paths the
 ``train_voice`` stage of ``dvc.yaml`` reads and writes (its ``--vae`` and ``--out``). The
-emotion defaults to NEU (or the VAE's first emotion if it has no NEU); the PNG is
+emotion defaults to NEU (or the VAE's first emotion if it has no NEU); an unconditional VAE
+(trained on data without emotion labels) takes none, and ``--emotion`` is then refused; the PNG is
 ``faces.crop_size`` pixels square unless ``--size`` says otherwise.
 
 Exit status 2, with a message naming the file and the reason, for an unreadable file, a
-file without speech, an unknown emotion name or models that do not fit together.
+file without speech, an unknown emotion name, an emotion for an unconditional VAE or models that
+do not fit together.
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("audio", help="a WAV, MP3 or video file with speech")
     parser.add_argument("--out", required=True, help="PNG to write")
-    parser.add_argument("--emotion", help="emotion code to render (default NEU)")
+    parser.add_argument("--emotion", help="emotion code to render (default NEU; none for a "
+                        "VAE trained without emotion labels)")
     parser.add_argument("--params", default="params.yaml", help="params.yaml (audio, faces)")
     parser.add_argument("--vae", help="VAE model.pt (default: dvc.yaml's train_voice --vae)")
     parser.add_argument("--voice", help="voice model.pt (default: dvc.yaml's train_voice --out)")

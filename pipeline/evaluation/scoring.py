@@ -132,7 +132,8 @@ def evaluate_prediction(
         _score_identity(space, real, predicted, test, params, metrics, chance, per_clip)
 
     attributes = attribute_metrics(probes, prediction.latents, labels)
-    _add_attributes(attributes, attribute_chance(probes, labels), metrics, chance, per_clip)
+    _add_attributes(attributes, attribute_chance(probes, labels), metrics, chance, per_clip,
+                    with_emotion=bool(probes.emotions))
     _add_clustering(prediction.latents, labels, probes, params, metrics, chance)
 
     per_clip.insert(0, "row", prediction.name)
@@ -185,9 +186,15 @@ def _add_attributes(
     metrics: dict[str, float],
     chance: dict[str, float],
     per_clip: pd.DataFrame,
+    with_emotion: bool = True,
 ) -> None:
-    """Add sex / age / emotion agreement (and per-class emotion accuracy) to a row."""
-    for key in ("sex_agreement", "age_mae", "emotion_agreement"):
+    """Add sex / age / emotion agreement (and per-class emotion accuracy) to a row.
+
+    Without emotion classes (data without emotion labels) the emotion metrics are left out,
+    not reported as missing values.
+    """
+    keys = ("sex_agreement", "age_mae", "emotion_agreement")[:3 if with_emotion else 2]
+    for key in keys:
         metrics[f"attr.{key}"] = getattr(attributes, key)
         chance[f"attr.{key}"] = getattr(floor, key)
     metrics |= {f"attr.emotion.{c}": v for c, v in attributes.emotion_per_class.items()}

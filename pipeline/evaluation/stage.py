@@ -25,6 +25,11 @@ Outputs, all in ``out_dir`` (the stage's ``--out``), each written atomically:
 - ``speakers.png``: per test speaker, a real face then the face generated from each clip;
 - ``emotions.png``: a few test clips' voices decoded with every emotion code;
 - ``report.md``: the table, the images and notes (split, chance levels, where dlib works).
+
+Data without emotion labels (``meta.json`` ``emotions: []``): the emotion metrics (emotion
+agreement, expression clustering, confusion matrices, the emotion grid) are left out, and
+``metrics.json`` (key ``emotion``) and ``report.md`` say so; the confusion plot files hold no
+rows and ``emotions.png`` says why, so every output ``dvc.yaml`` declares is still written.
 """
 
 from __future__ import annotations
@@ -68,8 +73,8 @@ from pipeline.evaluation.scoring import (
     RowResult,
     evaluate_prediction,
 )
-from pipeline.images import image_grid, save_png
-from pipeline.loaders import load_split, read_meta, split_shards
+from pipeline.images import image_grid, placeholder_image, save_png
+from pipeline.loaders import has_emotion_labels, load_split, read_meta, split_shards
 from pipeline.models.emotion_code import code_string, emotion_codes
 from pipeline.models.vae import FaceVAE, load_model_file, load_vae
 from pipeline.models.voice_encoder import (
@@ -92,6 +97,9 @@ EMOTIONS_PNG = "emotions.png"
 REPORT_MD = "report.md"
 TRAIN_SPEAKERS = "train_speakers"
 """``metrics.json`` key of :func:`training_speaker_fit`'s table."""
+EMOTION_KEY = "emotion"
+"""``metrics.json`` key saying why emotion was not evaluated (absent when it was)."""
+NO_EMOTION_LABELS = "not evaluated: the dataset has no emotion labels"
 TRAIN_FIT_COLUMNS = ("latent.r@1", "latent.mean_rank", "latent.match_same_sex_all",
                      "attr.sex_agreement")
 GRID_SCALE = 2
@@ -332,12 +340,20 @@ def evaluate_models(
     per_clip = _per_clip(rows, check)
     _write_plots(rows, per_clip, test, out_dir)
     save_png(speaker_grid(test, predictions[0].faces, params.grid_clips), out_dir / SPEAKERS_PNG)
-    save_png(emotion_grid(models, test, emotions, params.emotion_grid_clips),
+    labelled = has_emotion_labels(meta)
+    save_png(emotion_grid(models, test, emotions, params.emotion_grid_clips) if labelled
+             else placeholder_image(f"No emotion grid: emotion {NO_EMOTION_LABELS}."),
              out_dir / EMOTIONS_PNG)
     notes = report_notes(meta, train, test, table, models, check, beats)
+    if not labelled:
+        notes.append(f"Emotion {NO_EMOTION_LABELS}: no emotion agreement, expression "
+                     "clustering, confusion matrices or emotion grid (the VAE is "
+                     "unconditional; the confusion plot files hold no rows).")
     atomic_write_text(out_dir / REPORT_MD, _report(table, rows, per_clip, notes, fit))
     metrics: dict[str, Any] = results_json(table)
     metrics[TRAIN_SPEAKERS] = results_json(fit)
+    if not labelled:
+        metrics[EMOTION_KEY] = NO_EMOTION_LABELS
     atomic_write_json(out_dir / METRICS_JSON, metrics)
     return metrics
 
@@ -414,7 +430,8 @@ def speaker_grid(test: EncodedSplit, generated: np.ndarray, max_clips: int) -> I
     for speaker, rows in by_speaker.items():
         rows = np.sort(rows)[:max_clips]
         tiles += [test.faces[rows[0]], *generated[rows]]
-        captions += [str(speaker), *(str(e) for e in test.labels["emotion"].iloc[rows])]
+        captions += [str(speaker), *(str(e) if pd.notna(e) else ""
+                                     for e in test.labels["emotion"].iloc[rows])]
         tiles += [blank] * (ncols - 1 - len(rows))
         captions += [""] * (ncols - 1 - len(rows))
     return image_grid(tiles, ncols=ncols, labels=captions, scale=GRID_SCALE)

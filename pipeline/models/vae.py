@@ -13,6 +13,9 @@ standard CVAE (Sohn et al. 2015, p(x | z, y)) also feeds the label to the decode
 KL term pricing expression information in z, the decoder takes the expression from the free
 code, so swapping the label moves the mouth (003 Fig. 7).
 
+Without emotion labels (000's setting, ``conditional=False``, code width 0) the posterior
+sees the conv features alone and the decoder z alone.
+
 Every shape comes from :class:`VaeConfig`: the encoder's spatial sizes are computed, and
 the decoder's ``output_padding`` makes each transposed conv hit the encoder's size exactly,
 so 64x64 (003) and 150x150 (000) inputs both work.
@@ -49,7 +52,7 @@ class VaeConfig:
     latent_dim: int = 256
     """Size of z."""
     code_dim: int = 8
-    """Width of the emotion code (003: 8); ignored when not conditional."""
+    """Width of the emotion code (003: 8); ignored when not conditional (0: no emotion code)."""
     conditional: bool = True
     """Append the emotion code to the features before mu / log-variance."""
     decoder_code: bool = True
@@ -60,6 +63,9 @@ class VaeConfig:
     def __post_init__(self) -> None:
         if not self.channels:
             raise ValueError("VaeConfig.channels must not be empty")
+        if self.code_dim < 0 or (self.conditional and self.code_dim < 1):
+            raise ValueError(f"VaeConfig.code_dim {self.code_dim}: a conditional VAE needs an "
+                             "emotion code of width >= 1 (width 0: conditional=False)")
         if encoder_sizes(self.image_size, len(self.channels))[-1] < 1:
             raise ValueError(
                 f"image_size {self.image_size} is too small for {len(self.channels)} "

@@ -5,7 +5,9 @@ face (:mod:`pipeline.training.voice`). At generation time those predicted featur
 place of ``vae.features(face)``: the emotion code is appended (003 section 3.4), the posterior
 gives ``mu``, and the decoder turns ``z = mu`` (with the same code when the VAE's decoder takes
 it, CVAE-style) into a face. The emotion therefore is a free
-choice at generation time (``--emotion``), while identity comes from the voice.
+choice at generation time (``--emotion``), while identity comes from the voice. An
+unconditional VAE (trained on data without emotion labels, 000) takes no emotion: asking it
+for one is a :class:`GenerationError`.
 
 :func:`generate_face` is the whole path from any media file: the audio stage's own
 :func:`pipeline.audio.stage.prepare_audio` (decode, resample, remove long silences, tile), then
@@ -23,6 +25,7 @@ import torch
 
 from pipeline.audio.prepare import prepare_audio
 from pipeline.config import AudioParams
+from pipeline.loaders import NO_EMOTION
 from pipeline.models.vae import FaceVAE, load_model_file, load_vae
 from pipeline.models.voice_encoder import (
     VoiceEncoder,
@@ -62,6 +65,8 @@ def vae_emotion_codes(path: str | Path) -> tuple[tuple[str, ...], torch.Tensor]:
         raise GenerationError(f"{path}: the VAE's provenance lacks its emotions / codes; "
                          "save it with the train_vae stage")
     emotions = tuple(provenance["emotions"])
+    if not provenance["codes"]:  # an unconditional VAE has no codes
+        return emotions, torch.zeros(len(emotions), 0)
     codes = torch.stack([parse_code(c) for c in provenance["codes"]])
     if len(codes) != len(emotions):
         raise ValueError(f"{path}: {len(emotions)} emotions but {len(codes)} codes")
@@ -90,7 +95,7 @@ class VoiceToFace:
     emotions: tuple[str, ...]
     """Emotion names, in the order of ``codes``' rows (the dataset's label order)."""
     codes: torch.Tensor
-    """Emotion code table ``(E, code_dim)``."""
+    """Emotion code table ``(E, code_dim)`` (unused by an unconditional VAE)."""
     sample_rate: int | None = None
     """Sample rate of the encoder's training audio (checked at generation), if recorded."""
     audio_samples: int | None = None
@@ -105,12 +110,33 @@ class VoiceToFace:
                              f"expects {self.vae.config.code_dim}")
 
     @property
-    def default_emotion(self) -> str:
-        """Return :data:`DEFAULT_EMOTION` if the VAE knows it, else its first emotion."""
+    def conditional(self) -> bool:
+        """Whether the VAE takes an emotion code (False: trained without emotions)."""
+        return self.vae.config.conditional
+
+    @property
+    def default_emotion(self) -> str | None:
+        """Return :data:`DEFAULT_EMOTION` if the VAE knows it, else its first emotion.
+
+        None for an unconditional VAE.
+        """
+        if not self.conditional:
+            return None
         return DEFAULT_EMOTION if DEFAULT_EMOTION in self.emotions else self.emotions[0]
 
     def emotion_index(self, emotion: str | None) -> int:
-        """Return the row of ``emotion`` (default: :attr:`default_emotion`) in ``codes``."""
+        """Return the row of ``emotion`` (default: :attr:`default_emotion`) in ``codes``.
+
+        An unconditional VAE takes no emotion: None gives ``-1`` (no label), a name is a
+        :class:`GenerationError`.
+        """
+        if not self.conditional:
+            if emotion is not None:
+                raise GenerationError(
+                    f"emotion {emotion!r} given, but the VAE is unconditional (trained "
+                    + ("on data without emotion labels" if not self.emotions
+                       else "with train_vae.conditional false") + "): it takes no emotion")
+            return NO_EMOTION
         name = self.default_emotion if emotion is None else emotion.upper()
         if name not in self.emotions:
             raise UnknownEmotionError(
@@ -124,8 +150,13 @@ class VoiceToFace:
         mu, _ = self.vae.posterior(features, self.emotion_codes(emotion, device))
         return mu
 
-    def emotion_codes(self, emotion: torch.Tensor, device: torch.device) -> torch.Tensor:
-        """Return the codes ``(B, code_dim)`` of emotion labels ``(B,)`` on ``device``."""
+    def emotion_codes(self, emotion: torch.Tensor, device: torch.device) -> torch.Tensor | None:
+        """Return the codes ``(B, code_dim)`` of emotion labels ``(B,)`` on ``device``.
+
+        None for an unconditional VAE (its labels are ignored).
+        """
+        if not self.conditional:
+            return None
         return self.codes.to(device)[emotion.to(device)]
 
     @torch.no_grad()

@@ -9,6 +9,8 @@ VAE's posterior and decoder (:mod:`pipeline.models.voice_to_face`).
 into mu / sigma, *before* the emotion code is appended (003 section 3.4). The voice encoder
 therefore carries identity only; the emotion code is supplied at generation time, which is
 what ``generate --emotion`` controls, and the same voice can be rendered with any emotion.
+An unconditional VAE (data without emotion labels) has no code: targets, metrics and grids
+then use the features and z alone.
 The target is also deterministic (no sampling of z), so the regression has one answer per
 face. The VAE is frozen, so the targets are computed once per run, not every step.
 

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import logging
 
@@ -28,8 +29,10 @@ from pipeline.training.vae import (
     model_emotion_codes,
     mouth_swap_ratio,
     psnr,
+    resolve_conditional,
     swap_decode,
     train_vae,
+    vae_config,
 )
 from stages.train_vae import main
 from tests.factories import make_dataset_dir
@@ -94,6 +97,21 @@ def test_stage_trains_saves_grids_and_reports_metrics(tmp_path, repo_root, caplo
     assert "resumed from" in caplog.text and "epoch 1/3" not in caplog.text
     after = torch.load(out / "model.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_conditional_auto_follows_the_labels_and_true_requires_them():
+    auto = TrainVaeParams(conditional="auto", code_bits_per_class=2)
+    assert resolve_conditional(auto, labelled=True)
+    assert not resolve_conditional(auto, labelled=False)
+    assert not resolve_conditional(dataclasses.replace(auto, conditional=False), labelled=True)
+    assert resolve_conditional(dataclasses.replace(auto, conditional=True), labelled=True)
+    with pytest.raises(ValueError, match=r"train_vae\.conditional is true, but the dataset "
+                                         r"d/x has no emotion labels"):
+        resolve_conditional(dataclasses.replace(auto, conditional=True), False, "the dataset d/x")
+    assert vae_config(auto, 16, 4).code_dim == 8
+    unlabelled = vae_config(auto, 16, 0)
+    assert not unlabelled.conditional and unlabelled.code_dim == 0
+    assert vae_config(dataclasses.replace(auto, conditional=False), 16, 4).code_dim == 0
 
 
 def test_fingerprint_changes_with_the_data(tmp_path):
