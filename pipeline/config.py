@@ -316,6 +316,14 @@ class TrainVaeParams:
     grid_faces: Annotated[int, Field(ge=1, le=64)] = 8
     """Validation faces shown in the reconstruction and label-swap grids."""
 
+    @field_validator("conditional", mode="before")
+    @classmethod
+    def _true_false_or_auto(cls, value: Any) -> Any:
+        # One message instead of pydantic's one per member of the union.
+        if value is True or value is False or value == "auto":
+            return value
+        raise ValueError("must be true, false or auto")
+
 
 @dataclass(frozen=True, config=CONFIG)
 class TrainVoiceParams:
