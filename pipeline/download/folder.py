@@ -39,7 +39,7 @@ def read_labels(path: Path) -> pd.DataFrame:
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError as error:
-        raise ValueError(f"{path}: labels CSV is empty (0 bytes); it needs a header row with "
+        raise ValueError(f"{path}: labels CSV is empty; it needs a header row with "
                          f"{list(REQUIRED_COLUMNS)} and optionally "
                          f"{list(OPTIONAL_COLUMNS)}") from error
     table.columns = [c.strip().lower() for c in table.columns]

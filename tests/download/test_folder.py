@@ -190,7 +190,7 @@ def test_an_empty_labels_csv_is_an_error_naming_the_file(tmp_path):
     labels.write_bytes(b"")
     with pytest.raises(ValueError) as error:
         _prepare(videos, labels, tmp_path / "out")
-    assert str(error.value).startswith(f"{labels}: labels CSV is empty (0 bytes); it needs a "
+    assert str(error.value).startswith(f"{labels}: labels CSV is empty; it needs a "
                                        "header row with ['file', 'speaker']")
 
 
