@@ -37,7 +37,7 @@ from pipeline.images import image_grid, placeholder_image, save_png
 from pipeline.loaders import META_JSON, ShardDataset, load_split, read_meta, split_shards
 from pipeline.models.emotion_code import code_string, emotion_codes
 from pipeline.models.vae import FaceVAE, VaeConfig, load_model_file, save_model, vae_loss
-from pipeline.runtime import git_revision
+from pipeline.runtime import git_revision, hash_file
 from pipeline.training.fit import RESUME_IGNORED, DvcLiveCallback, FitSettings, evaluate, fit
 
 log = logging.getLogger(__name__)
@@ -202,9 +202,7 @@ def dataset_fingerprint(dataset_dir: str | Path) -> str:
         files += split_shards(dataset_dir, split)
     for path in files:
         digest.update(str(path.relative_to(dataset_dir)).encode() + b"\0")
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
+        hash_file(path, digest)
     return digest.hexdigest()
 
 

@@ -49,7 +49,6 @@ provenance), ``<out>/voice_to_face.png`` (validation clips: true face | VAE reco
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -70,7 +69,7 @@ from pipeline.loaders import SplitTensors, load_split, read_meta
 from pipeline.models.vae import FaceVAE, load_vae
 from pipeline.models.voice_encoder import VoiceEncoder, VoiceEncoderConfig, save_voice_encoder
 from pipeline.models.voice_to_face import VoiceToFace, vae_emotion_codes
-from pipeline.runtime import atomic_path, git_revision
+from pipeline.runtime import atomic_path, git_revision, sha256_file
 from pipeline.training.fit import (
     RESUME_IGNORED,
     Callback,
@@ -371,15 +370,6 @@ def encoder_config(params: TrainVoiceParams, feature_dim: int) -> VoiceEncoderCo
     return VoiceEncoderConfig(out_dim=feature_dim, pooling=params.pooling)
 
 
-def file_sha256(path: str | Path) -> str:
-    """Return the SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def train_voice(
     params: TrainVoiceParams,
     dataset_dir: str | Path,
@@ -407,7 +397,7 @@ def train_voice(
     encoder = VoiceEncoder(config)
     objective = VoiceObjective(scaler.scale)
     settings = FitSettings.from_params(params)
-    identity = {"data": dataset_fingerprint(dataset_dir), "vae": file_sha256(vae_path),
+    identity = {"data": dataset_fingerprint(dataset_dir), "vae": sha256_file(vae_path),
                 "model": config.to_dict()}
     live = DvcLiveCallback(live_dir)
     best = BestWeights(checkpoint_dir)
