@@ -320,6 +320,8 @@ class TrainVaeParams:
     """torch intra-op CPU threads (0 = torch's default, all cores; 1 is robust when shared)."""
     grid_faces: int = 8
     """Validation faces shown in the reconstruction and label-swap grids."""
+    model: str = "vae"
+    """Face model to train, by its name in ``pipeline.models.registry.FACE_MODELS``."""
 
     def __post_init__(self) -> None:
         _check_range(self.epochs, "train_vae.epochs", 1, 100_000)
@@ -374,6 +376,8 @@ class TrainVoiceParams:
     """torch intra-op CPU threads (0 = torch's default, all cores; 1 is robust when shared)."""
     grid_clips: int = 8
     """Validation clips (one per speaker) in the true | VAE | voice grid."""
+    model: str = "deeptalk"
+    """Voice model to train, by its name in ``pipeline.models.registry.VOICE_MODELS``."""
 
     def __post_init__(self) -> None:
         _check_range(self.epochs, "train_voice.epochs", 1, 100_000)

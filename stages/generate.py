@@ -4,8 +4,9 @@ Usage: ``python -m stages.generate AUDIO --out face.png [--emotion HAP] [--param
 [--vae MODEL.pt --voice MODEL.pt] [--size N]``. The audio goes through the audio stage's
 own code with the ``audio`` params section; the models default to the paths the
 ``train_voice`` stage of ``dvc.yaml`` reads and writes (its ``--vae`` and ``--out``). The
-emotion defaults to NEU (or the VAE's first emotion if it has no NEU); the PNG is
-``faces.crop_size`` pixels square unless ``--size`` says otherwise.
+emotion defaults to NEU (or the face model's first emotion if it has no NEU); the PNG is as
+large as the faces the face model was trained on (recorded in its file, whatever
+``params.yaml`` says today) unless ``--size`` says otherwise.
 
 Exit status 2, with a message naming the file and the reason, for an unreadable file, a
 file without speech, an unknown emotion name or models that do not fit together.
@@ -45,11 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("audio", help="a WAV, MP3 or video file with speech")
     parser.add_argument("--out", required=True, help="PNG to write")
     parser.add_argument("--emotion", help="emotion code to render (default NEU)")
-    parser.add_argument("--params", default="params.yaml", help="params.yaml (audio, faces)")
-    parser.add_argument("--vae", help="VAE model.pt (default: dvc.yaml's train_voice --vae)")
+    parser.add_argument("--params", default="params.yaml", help="params.yaml (audio section)")
+    parser.add_argument("--vae", help="face model.pt (default: dvc.yaml's train_voice --vae)")
     parser.add_argument("--voice", help="voice model.pt (default: dvc.yaml's train_voice --out)")
     parser.add_argument("--dvc-yaml", default="dvc.yaml", help="where the default paths are read")
-    parser.add_argument("--size", type=int, help="PNG side in pixels (default: faces.crop_size)")
+    parser.add_argument("--size", type=int,
+                        help="PNG side in pixels (default: the face model's own face size)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
 
@@ -61,7 +63,6 @@ def main(argv: list[str] | None = None) -> int:
     for path in (vae_path, voice_path):
         if not Path(path).is_file():
             parser.error(f"{path}: model file not found (train it with dvc repro, or pass it)")
-    size = args.size or load_params(args.params, "faces").crop_size
     try:
         model = load_voice_to_face(vae_path, voice_path)
         face = generate_face(args.audio, model, args.emotion,
@@ -72,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     except GenerationError as error:
         log.error("%s: %s", args.audio, error)
         return 2
+    size = args.size or model.face.image_size
     image = Image.fromarray(to_uint8(face)).resize((size, size), Image.LANCZOS)
     save_png(image, args.out)
     log.info("wrote %s (%dx%d)", args.out, size, size)
