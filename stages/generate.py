@@ -8,8 +8,10 @@ emotion defaults to NEU (or the face model's first emotion if it has no NEU); th
 large as the faces the face model was trained on (recorded in its file, whatever
 ``params.yaml`` says today) unless ``--size`` says otherwise.
 
-Exit status 2, with a message naming the file and the reason, for an unreadable file, a
-file without speech, an unknown emotion name or models that do not fit together.
+Exit status 2, with a message naming the file or argument and the reason, for a ``--size``
+outside 1..4096, an ``--out`` that is a directory, a missing model file or one that is not a
+model file of its kind, an unreadable file, a file without speech, an unknown emotion name or
+models that do not fit together. Arguments and models are checked before any audio is read.
 """
 
 from __future__ import annotations
@@ -24,12 +26,16 @@ from PIL import Image
 
 from pipeline.config import load_params
 from pipeline.images import save_png, to_uint8
+from pipeline.models.files import ModelFileError
 from pipeline.models.voice_to_face import GenerationError, generate_face, load_voice_to_face
 from pipeline.runtime import QuarantineError, setup_logging
 from pipeline.training.voice import MODEL_FILE
 from stages import train_voice
 
 log = logging.getLogger("stages.generate")
+
+MAX_SIZE = 4096
+"""Largest ``--size`` in pixels (a larger PNG only upscales a small face further)."""
 
 
 def stage_model_paths(dvc_yaml: str | Path) -> tuple[str, str]:
@@ -38,6 +44,17 @@ def stage_model_paths(dvc_yaml: str | Path) -> tuple[str, str]:
     words = shlex.split(cmd)
     args = train_voice.build_parser().parse_args(words[words.index("stages.train_voice") + 1:])
     return args.vae, str(Path(args.out) / MODEL_FILE)
+
+
+def png_size(text: str) -> int:
+    """Return ``--size`` as an int in 1..:data:`MAX_SIZE` (argparse reports anything else)."""
+    try:
+        size = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of pixels: {text!r}") from None
+    if not 1 <= size <= MAX_SIZE:
+        raise argparse.ArgumentTypeError(f"must be 1..{MAX_SIZE} pixels, got {size}")
+    return size
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,12 +67,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vae", help="face model.pt (default: dvc.yaml's train_voice --vae)")
     parser.add_argument("--voice", help="voice model.pt (default: dvc.yaml's train_voice --out)")
     parser.add_argument("--dvc-yaml", default="dvc.yaml", help="where the default paths are read")
-    parser.add_argument("--size", type=int,
+    parser.add_argument("--size", type=png_size,
                         help="PNG side in pixels (default: the face model's own face size)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
 
     setup_logging(args.verbose)
+    if Path(args.out).is_dir():
+        parser.error(f"--out {args.out}: is a directory; give the PNG file to write")
     vae_path, voice_path = args.vae, args.voice
     if vae_path is None or voice_path is None:
         default_vae, default_voice = stage_model_paths(args.dvc_yaml)
@@ -70,10 +89,13 @@ def main(argv: list[str] | None = None) -> int:
     except QuarantineError as error:
         log.error("%s: %s (%s)", args.audio, error.detail, error.reason)
         return 2
+    except ModelFileError as error:
+        log.error("%s", error)
+        return 2
     except GenerationError as error:
         log.error("%s: %s", args.audio, error)
         return 2
-    size = args.size or model.face.image_size
+    size = model.face.image_size if args.size is None else args.size
     image = Image.fromarray(to_uint8(face)).resize((size, size), Image.LANCZOS)
     save_png(image, args.out)
     log.info("wrote %s (%dx%d)", args.out, size, size)

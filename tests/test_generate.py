@@ -1,3 +1,4 @@
+import fractions
 import logging
 
 import av
@@ -18,6 +19,7 @@ from pipeline.runtime import QuarantineError
 from stages.generate import main, stage_model_paths
 from tests.conftest import REPO
 from tests.factories import speech_like, write_media, write_wav
+from tests.models.factories import save_vae, save_voice, tiny_vae
 from tests.training.test_voice import train_tiny_models
 
 MODEL_SIZE = 16
@@ -138,3 +140,86 @@ def test_missing_model_file_is_a_usage_error(tmp_path, capsys):
         main([str(wav), "--out", str(tmp_path / "f.png"), "--vae", str(tmp_path / "no.pt"),
               "--voice", str(tmp_path / "no.pt")])
     assert error.value.code == 2 and "model file not found" in capsys.readouterr().err
+
+
+def test_a_long_input_is_cut_to_max_input_s_with_a_warning(models, tmp_path, caplog):
+    two_seconds = speech_like(np.random.default_rng(3), 2.0, 8000)
+    ten_minutes = write_wav(tmp_path / "long.wav", np.tile(two_seconds, 300), 8000)
+    with caplog.at_level(logging.WARNING):
+        assert generate(models, ten_minutes, tmp_path / "f.png") == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [f"{ten_minutes}: longer than audio.max_input_s: only its first 30 s "
+                        "are used"]
+    caplog.clear()
+    short = write_wav(tmp_path / "short.wav", two_seconds, 8000)
+    with caplog.at_level(logging.WARNING):
+        assert generate(models, short, tmp_path / "g.png") == 0
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+
+
+@pytest.fixture
+def model_files(tmp_path, deterministic_rng):
+    """Untrained tiny face and voice model files (what generate loads before any audio)."""
+    return save_vae(tmp_path / "vae.pt", tiny_vae()), save_voice(tmp_path / "voice.pt")
+
+
+def _not_a_model(path):
+    path.write_text("hello, not a model\n" * 10)  # torch.load alone: KeyError: 101
+
+
+def _unsafe(path):
+    torch.save({"kind": "FaceVAE", "extra": fractions.Fraction(1, 3)}, path)
+
+
+@pytest.mark.parametrize("write, reason", [
+    (_not_a_model, "not a model file (not a PyTorch archive written by torch.save)"),
+    (_unsafe, "refused: it holds a pickled fractions.Fraction, not only tensors and plain "
+              "data; model files hold nothing else, so that loading one cannot run code"),
+])
+def test_a_vae_that_is_not_a_model_file_exits_2_naming_it(
+    model_files, tmp_path, caplog, capsys, write, reason
+):
+    bad = tmp_path / "bad.pt"
+    write(bad)
+    with caplog.at_level(logging.ERROR, logger="stages.generate"):
+        code = main([str(tmp_path / "no-audio.wav"), "--out", str(tmp_path / "f.png"),
+                     "--vae", str(bad), "--voice", str(model_files[1])])
+    assert code == 2
+    assert [r.getMessage() for r in caplog.records] == [f"{bad}: {reason}"]
+    assert "weights_only" not in caplog.text + "".join(capsys.readouterr())
+    assert not (tmp_path / "f.png").exists()
+
+
+def test_model_files_swapped_exit_2_naming_the_kind(model_files, tmp_path, caplog):
+    vae, voice = model_files
+    with caplog.at_level(logging.ERROR, logger="stages.generate"):
+        code = main([str(tmp_path / "no-audio.wav"), "--out", str(tmp_path / "f.png"),
+                     "--vae", str(voice), "--voice", str(vae)])
+    assert code == 2
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{voice}: not a FaceVAE model file (its kind is 'VoiceEncoder')"]
+
+
+@pytest.mark.parametrize("size, message", [
+    ("-5", "argument --size: must be 1..4096 pixels, got -5"),
+    ("0", "argument --size: must be 1..4096 pixels, got 0"),
+    ("4097", "argument --size: must be 1..4096 pixels, got 4097"),
+    ("big", "argument --size: not a number of pixels: 'big'"),
+])
+def test_a_bad_size_is_a_usage_error_before_any_work(tmp_path, capsys, size, message):
+    # nothing exists: had it read a model or the audio first, the error would be another
+    with pytest.raises(SystemExit) as error:
+        main([str(tmp_path / "no-audio.wav"), "--out", str(tmp_path / "f.png"),
+              "--vae", str(tmp_path / "no.pt"), "--voice", str(tmp_path / "no.pt"),
+              "--size", size])
+    assert error.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(f"error: {message}")
+
+
+def test_out_as_a_directory_is_a_usage_error_before_any_work(tmp_path, capsys):
+    with pytest.raises(SystemExit) as error:
+        main([str(tmp_path / "no-audio.wav"), "--out", str(tmp_path),
+              "--vae", str(tmp_path / "no.pt"), "--voice", str(tmp_path / "no.pt")])
+    assert error.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(
+        f"error: --out {tmp_path}: is a directory; give the PNG file to write")

@@ -157,8 +157,8 @@ def generate_face(
 
     The audio goes through :func:`pipeline.audio.prepare.prepare_audio` with ``audio_params``
     (the ``audio`` section the training data was made with): decode, resample (decoding at
-    most ``max_input_s``), remove silences of ``min_silence_s`` or more, tile to
-    ``length_s``.
+    most ``max_input_s``, with a warning when the file is longer), remove silences of
+    ``min_silence_s`` or more, tile to ``length_s``.
 
     Raises:
         UnknownEmotionError: ``emotion`` is not one of the face model's emotions.
@@ -169,6 +169,9 @@ def generate_face(
     labels = model.emotion_labels(emotion, 1)  # fail on a bad name before decoding anything
     _check_audio_params(model, audio_params)
     prepared = prepare_audio(audio_path, audio_params)
+    if prepared.truncated:
+        log.warning("%s: longer than audio.max_input_s: only its first %g s are used",
+                    audio_path, audio_params.max_input_s)
     log.info("%s: %.2f s decoded, %.2f s of speech, %d silences removed", audio_path,
              prepared.original_duration_s, prepared.speech_duration_s, prepared.silences_removed)
     wave = torch.from_numpy(prepared.waveform()).unsqueeze(0)
