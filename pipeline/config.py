@@ -304,8 +304,9 @@ class TrainVaeParams:
     """Size of z."""
     beta: Annotated[float, Field(ge=0.0, le=1000.0)] = 0.25
     """Weight of the KL term (beta-VAE)."""
-    conditional: bool = True
-    """Append the emotion code to the features before mu / log-variance (003 section 3.4)."""
+    conditional: bool | Literal["auto"] = "auto"
+    """Append the emotion code to the features before mu / log-variance (003 section 3.4);
+    ``auto``: when the dataset has emotion labels (else unconditional, 000's setting)."""
     decoder_code: bool = True
     """Also feed the code to the decoder with z (CVAE, Sohn et al. 2015); needs conditional."""
     code_bits_per_class: Annotated[int, Field(ge=1, le=64)] = 2
@@ -326,6 +327,16 @@ class TrainVaeParams:
     """torch intra-op CPU threads (0 = torch's default, all cores; 1 is robust when shared)."""
     grid_faces: Annotated[int, Field(ge=1, le=64)] = 8
     """Validation faces shown in the reconstruction and label-swap grids."""
+    model: str = "vae"
+    """Face model to train, by its name in ``pipeline.models.registry.FACE_MODELS``."""
+
+    @field_validator("conditional", mode="before")
+    @classmethod
+    def _true_false_or_auto(cls, value: Any) -> Any:
+        # One message instead of pydantic's one per member of the union.
+        if value is True or value is False or value == "auto":
+            return value
+        raise ValueError("must be true, false or auto")
 
 
 @dataclass(frozen=True, config=CONFIG)
@@ -363,6 +374,8 @@ class TrainVoiceParams:
     """torch intra-op CPU threads (0 = torch's default, all cores; 1 is robust when shared)."""
     grid_clips: Annotated[int, Field(ge=1, le=64)] = 8
     """Validation clips (one per speaker) in the true | VAE | voice grid."""
+    model: str = "deeptalk"
+    """Voice model to train, by its name in ``pipeline.models.registry.VOICE_MODELS``."""
 
 
 @dataclass(frozen=True, config=CONFIG)

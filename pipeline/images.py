@@ -1,7 +1,8 @@
-"""Image grids (contact sheets, reconstruction and label-swap grids) saved as PNG."""
+"""Image grids (contact sheets, reconstruction and label-swap grids) saved as PNG; PSNR."""
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,6 +22,17 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     if image.dtype == np.uint8:
         return image
     return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def psnr(mse: float, data_range: float = 1.0) -> float:
+    """Return the PSNR in dB of a mean squared error of images spanning ``data_range``.
+
+    ``10 log10(data_range^2 / mse)``, computed as scikit-image's ``peak_signal_noise_ratio``
+    does (so per-image values equal its own); ``inf`` for ``mse == 0``.
+    """
+    if mse <= 0:
+        return float("inf")
+    return float(10 * np.log10((data_range**2) / mse))
 
 
 def image_grid(
@@ -55,6 +67,21 @@ def image_grid(
         if labels:
             draw.text((x, y), labels[i][: max(1, tw // 6)], fill=0, font=font)
     return sheet
+
+
+def placeholder_image(text: str, width: int = 360, line_chars: int = 56) -> Image.Image:
+    """Return a white grayscale image holding ``text`` (wrapped): says why a figure is absent.
+
+    DVC expects every declared output; where a figure cannot be drawn (e.g. emotion grids of
+    data without emotion labels) the stage writes this in its place instead.
+    """
+    lines = textwrap.wrap(text, line_chars) or [""]
+    image = Image.new("L", (width, 8 + 14 * len(lines)), 255)
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default()
+    for i, line in enumerate(lines):
+        draw.text((6, 4 + 14 * i), line, fill=0, font=font)
+    return image
 
 
 def save_png(image: Image.Image, path: str | Path) -> Path:

@@ -4,7 +4,7 @@ Every sample is a dict::
 
     "face"       float32 (1, S, S) in [0, 1]      the grayscale face crop
     "audio"      float32 (N,) in [-1, 1)          the fixed-length voice (int16 / 32768)
-    "emotion"    int64 ()                         index into meta.json "emotions"
+    "emotion"    int64 ()                         index into meta.json "emotions" (-1: none)
     "speaker_id" str,  "clip_id" str,  "sex" str  ("" when unknown)
 
 Two ways to read a split:
@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
@@ -49,10 +50,22 @@ SHARD_PREFIX = "part"
 COLUMNS = ("clip_id", "speaker_id", "sex", "emotion_index", "face", "face_size", "audio")
 
 
+NO_EMOTION = -1
+"""The ``emotion`` label of a clip without one (a dataset without emotion labels)."""
+
+
 def read_meta(dataset_dir: str | Path) -> dict[str, Any]:
     """Return the dataset's ``meta.json`` (emotions, face_size, sample_rate, splits ...)."""
     with open(Path(dataset_dir) / META_JSON, encoding="utf-8") as f:
         return json.load(f)
+
+
+def has_emotion_labels(meta: dict[str, Any]) -> bool:
+    """Return whether the dataset of ``meta`` (:func:`read_meta`) has emotion labels.
+
+    The dataset stage writes ``emotions: []`` when the data has none.
+    """
+    return bool(meta["emotions"])
 
 
 def split_shards(dataset_dir: str | Path, split: str) -> list[Path]:
@@ -138,7 +151,8 @@ def read_rows(table: pa.Table) -> RawRows:
     return RawRows(
         face=fixed_size_blobs(table.column("face"), np.uint8).reshape(n, 1, size, size),
         pcm=pcm,
-        emotion=table.column("emotion_index").to_numpy().astype(np.int64),
+        emotion=pc.fill_null(table.column("emotion_index"), NO_EMOTION).to_numpy()
+        .astype(np.int64),
         speaker_id=table.column("speaker_id").to_pylist(),
         clip_id=table.column("clip_id").to_pylist(),
         sex=[s or "" for s in table.column("sex").to_pylist()],

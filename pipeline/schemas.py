@@ -97,7 +97,8 @@ DATASET = pa.schema(
         *_IDENTITY,
         *_LABELS,
         _field("emotion_index", pa.int32(),
-               "Position of emotion in meta.json's emotions list (the model's label)."),
+               "Position of emotion in meta.json's emotions list (the model's label); null "
+               "when the data has no emotion labels.", nullable=True),
         _field("split", pa.string(), "train, val or test."),
         _field("face", pa.binary(), "Face crop, uint8 grayscale, row-major face_size^2 bytes."),
         _field("face_size", pa.int32(), "Side of the square face crop in pixels."),
@@ -123,7 +124,7 @@ SPEAKER_EMBEDDINGS = pa.schema(
 )
 
 DATASET_META_KEYS = (
-    "emotions",        # list[str]: label order; emotion_index indexes it
+    "emotions",        # list[str]: label order; emotion_index indexes it; [] = no emotion labels
     "face_size",       # int
     "sample_rate",     # int
     "audio_samples",   # int

@@ -172,8 +172,9 @@ BAD_VALUES = [
      "train_vae.beta: Input should be greater than or equal to 0, got -0.5"),
     ("train_vae.device", "gpu",
      "train_vae.device: Input should be 'auto', 'cpu' or 'cuda', got 'gpu'"),
-    ("train_vae.conditional", "yes", "train_vae.conditional: Input should be a valid boolean"),
-    ("train_vae.conditional", 1, "train_vae.conditional: Input should be a valid boolean"),
+    ("train_vae.conditional", "yes",
+     "train_vae.conditional: must be true, false or auto, got 'yes'"),
+    ("train_vae.conditional", 1, "train_vae.conditional: must be true, false or auto, got 1"),
     ("train_vae.channels", [16, 0], "train_vae.channels[1]: Input should be greater than or "
      "equal to 1, got 0"),
     ("train_voice.epochs", 0, "train_voice.epochs: Input should be greater than or equal to 1"),

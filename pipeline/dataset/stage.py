@@ -2,8 +2,25 @@
 
 Each catalogue clip ends in exactly one place: a split of the dataset, or the report's
 quarantine table with the reason it fell out (``emotion_not_kept``, ``missing_face[:why]``,
-``missing_audio[:why]``; the ``why`` is the faces / audio stage's own quarantine reason), so
-the counts add up to the catalogue.
+``missing_audio[:why]``, ``no_emotion_label``; the ``why`` is the faces / audio stage's own
+quarantine reason), so the counts add up to the catalogue.
+
+Emotion labels (:func:`catalogue_has_emotions`):
+
+- A catalogue with no emotion label at all (a folder dataset without an ``emotion`` column,
+  000's VoxCeleb2-like data) is an *unlabelled* dataset: every clip with a face and audio is
+  kept, ``emotion`` and ``emotion_index`` are null, and ``meta.json``'s ``emotions`` is
+  ``[]``, which tells train_vae (unconditional VAE), evaluate (no emotion metrics) and
+  generate (no ``--emotion``) that the data has none. ``dataset.emotions`` then selects
+  nothing.
+- In a labelled catalogue, a clip whose emotion is not in ``dataset.emotions`` is left out
+  by choice (``emotion_not_kept``, checked first: such clips are out of scope); a clip
+  with *no* label is quarantined as ``no_emotion_label`` after the face and audio checks,
+  so a media fault still shows as such. Keeping it would hand the conditional VAE a clip
+  without a code, and guessing a label would be worse: label it, or drop the labels to
+  train on every clip unconditionally.
+
+Splitting never needs emotion labels: the speaker split is stratified by sex only.
 
 Splits (``dataset.split_mode``):
 
@@ -62,11 +79,15 @@ def build_dataset(
     faces = _read_stage(faces_dir, "faces", FACE_COLUMNS)
     audio = _read_stage(audio_dir, "audio", AUDIO_COLUMNS)
     report = StageReport("dataset")
-    kept = _join(clips, faces, audio, params, report)
+    labelled = catalogue_has_emotions(clips)
+    if not labelled:
+        log.info("dataset: the catalogue has no emotion labels: clips are kept without one "
+                 "(meta.json emotions [], the VAE trains unconditionally)")
+    kept = _join(clips, faces, audio, params, report, labelled)
     split_of = assign_splits(kept, params)
     with atomic_directory(out_dir) as tmp:
         table = _dataset_table(kept, faces, audio, split_of, params)
-        meta = _meta(table, params)
+        meta = _meta(table, params, labelled)
         for index, split in enumerate(SPLITS):
             rows = table.filter(pc.equal(table.column("split"), split))
             _write_split(rows, tmp / split, params, seed=[params.seed, index])
@@ -74,7 +95,7 @@ def build_dataset(
         atomic_write_text(tmp / "schema.md", _schema_markdown())
         report.count("kept", table.num_rows)
         report.info.update(catalogue_clips=clips.num_rows, kept=table.num_rows,
-                           split_mode=params.split_mode,
+                           split_mode=params.split_mode, emotion_labels=labelled,
                            splits={s: _split_summary(table, s) for s in SPLITS})
         report.write(tmp)
     if report.counts["kept"] + report.n_rejected != clips.num_rows:
@@ -82,6 +103,11 @@ def build_dataset(
     log.info("dataset: %d clips kept of %d; %s", table.num_rows, clips.num_rows,
              {s: meta["splits"][s]["clips"] for s in SPLITS})
     return report
+
+
+def catalogue_has_emotions(clips: pa.Table) -> bool:
+    """Return whether any catalogue clip has an emotion label (else the data has none)."""
+    return clips.column("emotion").null_count < clips.num_rows
 
 
 def _read_catalogue(path: str | Path) -> pa.Table:
@@ -130,16 +156,21 @@ def _join(
     audio: _StageOutput,
     params: DatasetParams,
     report: StageReport,
+    labelled: bool,
 ) -> pa.Table:
-    """Return the catalogue rows that have a kept emotion, a face and audio; report the rest."""
+    """Return the catalogue rows that have a face, audio and (when ``labelled``) a kept emotion.
+
+    Reports the rest with their reason (see the module docstring for the order).
+    """
     keep = []
     for i, row in enumerate(clips.select(["clip_id", "emotion", "video_path",
                                           "audio_path"]).to_pylist()):
         clip, source = row["clip_id"], row["video_path"] or row["audio_path"] or ""
-        if row["emotion"] not in params.emotions:  # a choice, not a fault: no warning each
+        emotion = row["emotion"]
+        if emotion is not None and emotion not in params.emotions:  # a choice: no warning each
             report.rejections.append(Rejection(
                 clip, "emotion_not_kept",
-                f"emotion {row['emotion']!r} not in {list(params.emotions)}", source))
+                f"emotion {emotion!r} not in {list(params.emotions)}", source))
             report.count("rejected:emotion_not_kept")
         elif clip not in faces.index:
             why = faces.reasons.get(clip)
@@ -149,6 +180,10 @@ def _join(
             why = audio.reasons.get(clip)
             report.reject(clip, f"missing_audio:{why}" if why else "missing_audio",
                           f"audio stage: {why or 'no row and no quarantine entry'}", source)
+        elif labelled and emotion is None:
+            report.reject(clip, "no_emotion_label",
+                          "no emotion label, while other clips of the catalogue have one "
+                          "(a labelled dataset needs every clip labelled)", source)
         else:
             keep.append(i)
     log.info("dataset: dropped %s", dict(sorted(report.reasons().items())))
@@ -224,7 +259,7 @@ def _dataset_table(
     sources = [v or a for v, a in zip(kept.column("video_path").to_pylist(),
                                       kept.column("audio_path").to_pylist(), strict=True)]
     columns |= {
-        "emotion_index": pa.array([params.emotions.index(e)
+        "emotion_index": pa.array([None if e is None else params.emotions.index(e)
                                    for e in kept.column("emotion").to_pylist()], pa.int32()),
         "split": pa.array([split_of[c] for c in ids], pa.string()),
         "face": face_rows.column("face"),
@@ -259,18 +294,22 @@ def _split_summary(table: pa.Table, split: str) -> dict:
         "speakers": sorted(set(rows.column("speaker_id").to_pylist())),
         "sex": dict(sorted(Counter(s or "unknown"
                                    for s in rows.column("sex").to_pylist()).items())),
-        "emotions": dict(sorted(Counter(rows.column("emotion").to_pylist()).items())),
+        "emotions": dict(sorted(Counter(e or "none"
+                                        for e in rows.column("emotion").to_pylist()).items())),
     }
 
 
-def _meta(table: pa.Table, params: DatasetParams) -> dict:
-    """Return ``meta.json``'s content (exactly :data:`DATASET_META_KEYS`)."""
+def _meta(table: pa.Table, params: DatasetParams, labelled: bool) -> dict:
+    """Return ``meta.json``'s content (exactly :data:`DATASET_META_KEYS`).
+
+    ``emotions`` is ``[]`` when the data has no emotion labels (``labelled`` false).
+    """
     def first(column: str, default: int) -> int:
         return int(table.column(column)[0].as_py()) if table.num_rows else default
 
     audio_samples = (len(table.column("audio")[0].as_py()) // 2) if table.num_rows else 0
     meta = {
-        "emotions": list(params.emotions),
+        "emotions": list(params.emotions) if labelled else [],
         "face_size": first("face_size", 0),
         "sample_rate": first("sample_rate", 0),
         "audio_samples": audio_samples,
@@ -286,7 +325,8 @@ def _schema_markdown() -> str:
     return (
         "# Dataset shards\n\n"
         "`{train,val,test}/part-NNNNN.parquet`, one row per clip. `meta.json` holds the label "
-        "order (`emotions`), `face_size`, `sample_rate`, `audio_samples`, the speakers and "
+        "order (`emotions`; `[]` when the data has no emotion labels, and then `emotion` and "
+        "`emotion_index` are null), `face_size`, `sample_rate`, `audio_samples`, the speakers and "
         "clip counts of each split, and `split_mode`. Read them with `pipeline.loaders`.\n\n"
         f"{describe(DATASET)}\n"
     )

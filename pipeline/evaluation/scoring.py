@@ -36,6 +36,16 @@ LABEL_COLUMNS = ("clip_id", "speaker_id", "sex", "age", "emotion")
 
 
 @dataclass(frozen=True)
+class DescriptorCheck:
+    """Where dlib's 5-point alignment was plausible (else a template was used), per face set."""
+
+    real: np.ndarray
+    """``(N,)`` bool for the real test crops."""
+    predicted: dict[str, np.ndarray]
+    """Row name -> ``(N,)`` bool for that row's decoded faces."""
+
+
+@dataclass(frozen=True)
 class HeldOut:
     """The held-out clips: labels and real-face representations, row-aligned."""
 
@@ -132,7 +142,8 @@ def evaluate_prediction(
         _score_identity(space, real, predicted, test, params, metrics, chance, per_clip)
 
     attributes = attribute_metrics(probes, prediction.latents, labels)
-    _add_attributes(attributes, attribute_chance(probes, labels), metrics, chance, per_clip)
+    _add_attributes(attributes, attribute_chance(probes, labels), metrics, chance, per_clip,
+                    with_emotion=bool(probes.emotions))
     _add_clustering(prediction.latents, labels, probes, params, metrics, chance)
 
     per_clip.insert(0, "row", prediction.name)
@@ -185,9 +196,15 @@ def _add_attributes(
     metrics: dict[str, float],
     chance: dict[str, float],
     per_clip: pd.DataFrame,
+    with_emotion: bool = True,
 ) -> None:
-    """Add sex / age / emotion agreement (and per-class emotion accuracy) to a row."""
-    for key in ("sex_agreement", "age_mae", "emotion_agreement"):
+    """Add sex / age / emotion agreement (and per-class emotion accuracy) to a row.
+
+    Without emotion classes (data without emotion labels) the emotion metrics are left out,
+    not reported as missing values.
+    """
+    keys = ("sex_agreement", "age_mae", "emotion_agreement")[:3 if with_emotion else 2]
+    for key in keys:
         metrics[f"attr.{key}"] = getattr(attributes, key)
         chance[f"attr.{key}"] = getattr(floor, key)
     metrics |= {f"attr.emotion.{c}": v for c, v in attributes.emotion_per_class.items()}

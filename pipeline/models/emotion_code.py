@@ -23,6 +23,9 @@ codes in the low 8 bits) and DIS, FEA slots 4-5 of a 12-bit code.
 
 Codes are float vectors of 0/1 stored in the written order: element 0 is the leftmost
 (most significant) character of the bit string.
+
+A dataset without emotion labels has no classes and a code of width 0: its VAE is
+unconditional (000's setting).
 """
 
 from __future__ import annotations
@@ -44,16 +47,17 @@ def code_order(emotions: Sequence[str]) -> tuple[str, ...]:
 
 
 def code_width(n_classes: int, bits_per_class: int) -> int:
-    """Return the code length in bits: ``n_classes * bits_per_class``."""
-    if n_classes < 1 or bits_per_class < 1:
-        raise ValueError(f"need >= 1 class and >= 1 bit, got {n_classes}, {bits_per_class}")
+    """Return the code length in bits: ``n_classes * bits_per_class`` (0: no emotion labels)."""
+    if n_classes < 0 or bits_per_class < 1:
+        raise ValueError(f"need >= 0 classes and >= 1 bit, got {n_classes}, {bits_per_class}")
     return n_classes * bits_per_class
 
 
 def emotion_codes(emotions: Sequence[str], bits_per_class: int = 2) -> torch.Tensor:
     """Return the code table ``(len(emotions), width)``: row ``i`` codes label ``emotions[i]``.
 
-    Index it with a batch of ``emotion_index`` labels to get the codes ``(B, width)``.
+    Index it with a batch of ``emotion_index`` labels to get the codes ``(B, width)``. No
+    emotions give an empty ``(0, 0)`` table.
     """
     slots = code_order(emotions)
     width = code_width(len(emotions), bits_per_class)

@@ -7,10 +7,15 @@ Outputs (every path comes from the stage's command line):
 - ``<out>/reconstructions.png``: validation faces (top row) and their reconstructions
   (003 Fig. 4).
 - ``<out>/label_swap.png``: the same faces (top row) re-encoded with every emotion code, one
-  row per emotion (003 Fig. 7).
+  row per emotion (003 Fig. 7); for an unconditional VAE, an image saying why there is none.
 - ``<checkpoints>/last.pt``: the resumable checkpoint of :func:`pipeline.training.fit.fit`.
 - ``<live>/``: dvclive per-epoch terms (``train/*``, ``val/*``) and the final metrics
   (``final/*``) in ``metrics.json``.
+
+``train_vae.conditional: auto`` trains the emotion-conditioned VAE when the dataset has
+emotion labels and the unconditional one (code width 0, 000's setting) when it has none
+(``meta.json`` ``emotions: []``); ``true`` on a dataset without labels is an error
+(:func:`resolve_conditional`).
 """
 
 from __future__ import annotations
@@ -28,11 +33,12 @@ import torch
 from torch.utils.data import Dataset
 
 from pipeline.config import TrainVaeParams, to_dict
-from pipeline.images import image_grid, save_png
+from pipeline.images import image_grid, placeholder_image, psnr, save_png
 from pipeline.loaders import META_JSON, ShardDataset, load_split, read_meta, split_shards
 from pipeline.models.emotion_code import code_string, emotion_codes
-from pipeline.models.vae import FaceVAE, VaeConfig, load_model_file, save_model, vae_loss
-from pipeline.runtime import git_revision
+from pipeline.models.registry import face_model_entry
+from pipeline.models.vae import MODEL_KIND, FaceVAE, VaeConfig, save_model, vae_loss
+from pipeline.runtime import git_revision, hash_file
 from pipeline.training.fit import RESUME_IGNORED, DvcLiveCallback, FitSettings, evaluate, fit
 
 log = logging.getLogger(__name__)
@@ -51,26 +57,54 @@ UPPER_ROWS = (0.10, 0.50)
 class VaeObjective:
     """The VAE's training objective over sample dicts: ``vae_loss`` of face and emotion."""
 
-    codes: torch.Tensor
-    """Emotion code table ``(n_emotions, code_dim)``, indexed by the ``emotion`` label."""
+    codes: torch.Tensor | None
+    """Emotion code table ``(n_emotions, code_dim)``, indexed by the ``emotion`` label;
+    None for an unconditional VAE."""
     beta: float
     """Weight of the KL term."""
 
     def __call__(self, model: torch.nn.Module, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """Return ``{"loss", "recon", "kl", "mse"}`` of the batch (see :func:`vae_loss`)."""
         faces = batch["face"]
-        codes = self.codes.to(faces.device)[batch["emotion"]]
-        return vae_loss(model(faces, codes), faces, self.beta)
+        return vae_loss(model(faces, self.clip_codes(batch["emotion"])), faces, self.beta)
+
+    def clip_codes(self, emotion: torch.Tensor) -> torch.Tensor | None:
+        """Return the codes ``(B, code_dim)`` of labels ``(B,)``; None when unconditional."""
+        return None if self.codes is None else self.codes.to(emotion.device)[emotion]
 
 
-def vae_config(params: TrainVaeParams, face_size: int, n_emotions: int) -> VaeConfig:
-    """Return the architecture for ``params`` and the dataset's face size and emotions."""
+def resolve_conditional(
+    params: TrainVaeParams, labelled: bool, dataset: str | Path = "the dataset"
+) -> bool:
+    """Return whether the VAE is conditional: ``train_vae.conditional``, ``auto`` = ``labelled``.
+
+    Raises ``ValueError`` naming the setting and ``dataset`` when ``conditional`` is true but
+    the data has no emotion labels.
+    """
+    if params.conditional == "auto":
+        return labelled
+    if params.conditional and not labelled:
+        raise ValueError(
+            f"train_vae.conditional is true, but {dataset} has no emotion labels "
+            "(meta.json emotions: []): set train_vae.conditional to auto or false to train "
+            "the unconditional VAE, or label the clips' emotions")
+    return bool(params.conditional)
+
+
+def vae_config(
+    params: TrainVaeParams, face_size: int, n_emotions: int, dataset: str | Path = "the dataset"
+) -> VaeConfig:
+    """Return the architecture for ``params`` and the dataset's face size and emotions.
+
+    An unconditional VAE (no emotion labels, or ``conditional: false``) has code width 0.
+    """
+    conditional = resolve_conditional(params, n_emotions > 0, dataset)
     return VaeConfig(
         image_size=face_size,
         feature_dim=params.feature_dim,
         latent_dim=params.latent_dim,
-        code_dim=n_emotions * params.code_bits_per_class,
-        conditional=params.conditional,
+        code_dim=n_emotions * params.code_bits_per_class if conditional else 0,
+        conditional=conditional,
         decoder_code=params.decoder_code,
         channels=params.channels,
     )
@@ -87,14 +121,17 @@ def train_vae(
 
     The caller seeds the RNGs (model initialisation draws from torch's generator).
     """
+    if face_model_entry(params.model).kind != MODEL_KIND:
+        raise ValueError(f"train_vae.model: {params.model!r} is not trained by this stage "
+                         "(it trains the VAE)")
     out_dir = Path(out_dir)
     meta = read_meta(dataset_dir)
     emotions: list[str] = list(meta["emotions"])
+    config = vae_config(params, int(meta["face_size"]), len(emotions),
+                        f"the dataset {dataset_dir}")
+    codes = _codes(config, emotions, params)
     train = _split(params, dataset_dir, "train")
     val = load_split(dataset_dir, "val")
-    codes = emotion_codes(emotions, params.code_bits_per_class)
-    log.info("emotion codes: %s", {e: code_string(codes[i]) for i, e in enumerate(emotions)})
-    config = vae_config(params, int(meta["face_size"]), len(emotions))
     model = FaceVAE(config)
     objective = VaeObjective(codes, params.beta)
     settings = FitSettings.from_params(params)
@@ -110,26 +147,38 @@ def train_vae(
     live.finish({f"final/{k}": v for k, v in metrics.items()})
     save_model(out_dir / MODEL_FILE, model, {
         "params": to_dict(params), "emotions": emotions,
-        "codes": [code_string(c) for c in codes], "epoch": state.epoch,
+        "codes": [] if codes is None else [code_string(c) for c in codes], "epoch": state.epoch,
         "global_step": state.global_step, "git_revision": git_revision(),
         "data": fingerprint, "metrics": metrics,
     })
     faces, labels = _grid_faces(val, params.grid_faces)
-    save_png(reconstruction_grid(model, faces, codes[labels]), out_dir / RECONSTRUCTIONS_PNG)
-    save_png(label_swap_grid(model, faces, labels, codes, emotions), out_dir / LABEL_SWAP_PNG)
+    save_png(reconstruction_grid(model, faces, objective.clip_codes(labels)),
+             out_dir / RECONSTRUCTIONS_PNG)
+    if codes is None:  # dvc.yaml still expects the file: say why there is no grid
+        swap = placeholder_image(
+            f"No label swap: the VAE is unconditional ({_why_unconditional(emotions)}).")
+    else:
+        swap = label_swap_grid(model, faces, labels, codes, emotions)
+    save_png(swap, out_dir / LABEL_SWAP_PNG)
     log.info("final metrics: %s", {k: round(v, 5) for k, v in metrics.items()})
     return metrics
 
 
-def model_emotion_codes(model_path: str | Path) -> tuple[list[str], torch.Tensor]:
-    """Return a trained model's emotion labels and code table ``(n_emotions, code_dim)``.
+def _codes(
+    config: VaeConfig, emotions: Sequence[str], params: TrainVaeParams
+) -> torch.Tensor | None:
+    """Return the emotion code table of a conditional VAE (logged), None when unconditional."""
+    if not config.conditional:
+        log.info("unconditional VAE: %s", _why_unconditional(emotions))
+        return None
+    codes = emotion_codes(emotions, params.code_bits_per_class)
+    log.info("emotion codes: %s", {e: code_string(codes[i]) for i, e in enumerate(emotions)})
+    return codes
 
-    Row ``i`` codes ``emotions[i]`` (the dataset's label order), as in training.
-    """
-    provenance = load_model_file(model_path)["provenance"]
-    emotions = list(provenance["emotions"])
-    bits = int(provenance["params"]["code_bits_per_class"])
-    return emotions, emotion_codes(emotions, bits)
+
+def _why_unconditional(emotions: Sequence[str]) -> str:
+    return ("the dataset has no emotion labels" if not emotions
+            else "train_vae.conditional is false")
 
 
 def _split(params: TrainVaeParams, dataset_dir: str | Path, split: str) -> Dataset:
@@ -146,9 +195,7 @@ def dataset_fingerprint(dataset_dir: str | Path) -> str:
         files += split_shards(dataset_dir, split)
     for path in files:
         digest.update(str(path.relative_to(dataset_dir)).encode() + b"\0")
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
+        hash_file(path, digest)
     return digest.hexdigest()
 
 
@@ -179,11 +226,6 @@ def final_metrics(
             objective.codes[emotions.index("SAD")],
         )
     return metrics
-
-
-def psnr(mse: float) -> float:
-    """Return the PSNR in dB of a per-pixel MSE of images in [0, 1]."""
-    return 10.0 * math.log10(1.0 / mse) if mse > 0 else float("inf")
 
 
 def _mean_face(data: Dataset) -> torch.Tensor:
@@ -239,12 +281,18 @@ def _grid_faces(val: Any, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     return val.face[index], val.emotion[index]
 
 
-def reconstruction_grid(model: FaceVAE, faces: torch.Tensor, codes: torch.Tensor) -> Any:
-    """Return a 2-row grid: inputs, and their reconstructions with their own codes (z = mu)."""
+def reconstruction_grid(
+    model: FaceVAE, faces: torch.Tensor, codes: torch.Tensor | None
+) -> Any:
+    """Return a 2-row grid: inputs, and their reconstructions with their own codes (z = mu).
+
+    ``codes`` is None for an unconditional VAE.
+    """
     model.eval()
     with torch.no_grad():
         device = next(model.parameters()).device
-        recon = model(faces.to(device), codes.to(device))["recon"].cpu()
+        recon = model(faces.to(device), None if codes is None else codes.to(device))["recon"]
+        recon = recon.cpu()
     tiles = [*faces.numpy(), *recon.numpy()]
     labels = ["input"] * len(faces) + ["recon"] * len(faces)
     return image_grid(tiles, ncols=len(faces), labels=labels, scale=2)

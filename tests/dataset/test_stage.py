@@ -9,9 +9,19 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from pipeline.config import DatasetParams, to_dict
+from pipeline.audio.stage import process_catalogue
+from pipeline.config import (
+    AudioParams,
+    DatasetParams,
+    DownloadParams,
+    FacesParams,
+    FolderParams,
+    to_dict,
+)
 from pipeline.dataset.stage import build_dataset, split_speakers
-from pipeline.loaders import ShardDataset, load_split
+from pipeline.download.catalogue import CATALOGUE_FILE, prepare_dataset
+from pipeline.faces.stage import run_faces
+from pipeline.loaders import NO_EMOTION, ShardDataset, load_split
 from pipeline.schemas import DATASET, DATASET_META_KEYS
 from tests.conftest import REPO
 from tests.factories import make_catalogue, write_audio_shard, write_faces_shard, write_quarantine
@@ -191,3 +201,74 @@ def test_stage_cli(inputs, tmp_path):
     assert report["counts"]["kept"] + report["rejected"] == len(inputs["rows"])
     assert sum(json.loads((out / "meta.json").read_text())["splits"][s]["clips"]
                for s in ("train", "val", "test")) == report["counts"]["kept"]
+
+
+# --- emotion labels (issue 15 item 8) ----------------------------------------------------
+
+
+def _relabelled(inputs, root, emotion_of):
+    """Return ``inputs`` with a new catalogue whose emotions are ``emotion_of(row)``."""
+    rows = [{**row, "emotion": emotion_of(row)} for row in inputs["rows"]]
+    return {**inputs, "catalogue": make_catalogue(root, rows), "rows": rows}
+
+
+def test_data_without_emotion_labels_keeps_every_clip_with_a_face_and_audio(inputs, tmp_path):
+    unlabelled = _relabelled(inputs, tmp_path / "download", lambda row: None)
+    out = tmp_path / "out"
+    report = _build(unlabelled, out)
+    # every clip's own reason shows; the DIS clip without audio is now a missing-audio case
+    assert dict(report.reasons()) == {
+        "missing_face:no_face": 1,
+        "missing_face:face_too_small": 1,
+        "missing_face": 1,
+        "missing_audio:all_silent": 1,
+        "missing_audio": 1,
+    }
+    assert report.counts["kept"] == 100 - 5 and report.info["emotion_labels"] is False
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["emotions"] == [] and set(meta) == set(DATASET_META_KEYS)
+    rows = [r for split in _read_all(out).values() for r in split]
+    assert len(rows) == 95
+    assert {(r["emotion"], r["emotion_index"]) for r in rows} == {(None, None)}
+    assert (load_split(out, "train").emotion == NO_EMOTION).all()
+    assert {s["emotion"].item() for s in ShardDataset(out, "val", seed=0)} == {NO_EMOTION}
+
+
+def test_unlabelled_clips_of_labelled_data_are_quarantined_after_their_media_faults(
+    inputs, tmp_path
+):
+    unlabelled = {"1001_IEO_ANG_XX", "1002_IEO_HAP_XX", "1006_IEO_SAD_XX"}  # 1001: no face
+    mixed = _relabelled(inputs, tmp_path / "download",
+                        lambda row: None if row["clip_id"] in unlabelled else row["emotion"])
+    out = tmp_path / "out"
+    report = _build(mixed, out)
+    assert dict(report.reasons()) == {
+        "emotion_not_kept": 20,  # DIS, left out by choice before anything else
+        "missing_face:no_face": 1,  # unlabelled too, but the face fault is the reason
+        "missing_face:face_too_small": 1,
+        "missing_face": 1,
+        "missing_audio:all_silent": 1,
+        "no_emotion_label": 2,
+    }
+    assert report.counts["kept"] == 100 - 20 - 4 - 2
+    assert report.counts["kept"] + report.n_rejected == 100
+    quarantined = {r.item for r in report.rejections if r.reason == "no_emotion_label"}
+    assert quarantined == unlabelled - {"1001_IEO_ANG_XX"}
+    assert json.loads((out / "meta.json").read_text())["emotions"] == list(PARAMS.emotions)
+    kept = [r for split in _read_all(out).values() for r in split]
+    assert all(r["emotion"] in PARAMS.emotions for r in kept)
+
+
+def test_real_grid_clips_without_emotion_labels_are_all_kept(grid_dir, tmp_path):
+    """11 real GRID clips, a labels CSV without an emotion column: none is lost to emotion."""
+    download = DownloadParams(dataset="folder", folder=FolderParams(
+        str(grid_dir), str(grid_dir / "labels.csv")))
+    prepare_dataset(download, tmp_path / "download", tmp_path / "cache", progress=False)
+    catalogue = tmp_path / "download" / CATALOGUE_FILE
+    run_faces(catalogue, tmp_path / "faces", FacesParams(workers=2))
+    process_catalogue(catalogue, tmp_path / "audio", AudioParams(workers=2))
+    report = build_dataset(catalogue, tmp_path / "faces", tmp_path / "audio",
+                           tmp_path / "dataset", PARAMS)
+    assert report.counts["kept"] == 11 and report.n_rejected == 0
+    meta = json.loads((tmp_path / "dataset" / "meta.json").read_text())
+    assert meta["emotions"] == [] and sum(s["clips"] for s in meta["splits"].values()) == 11

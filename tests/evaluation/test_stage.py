@@ -37,8 +37,11 @@ N_TEST_CLIPS = 16
 ROWS = ("model", "oracle", "mean_face", "random_speaker", "sex_mean_face")
 
 
-def make_dataset(root, rng):
-    """Write DATASET shards + meta.json; faces are noise around a per-speaker pattern."""
+def make_dataset(root, rng, labelled=True):
+    """Write DATASET shards + meta.json; faces are noise around a per-speaker pattern.
+
+    ``labelled=False``: the same clips without emotion labels (``meta.json`` emotions []).
+    """
     splits = {}
     for split, speakers in SPEAKERS.items():
         rows = []
@@ -49,8 +52,9 @@ def make_dataset(root, rng):
                 audio = (rng.normal(0, 3000, AUDIO_SAMPLES)).astype("<i2")
                 rows.append({
                     "clip_id": f"{speaker}_{emotion}", "speaker_id": speaker, "sentence": "IEO",
-                    "emotion": emotion, "level": "XX", "sex": sex, "age": age, "race": None,
-                    "ethnicity": None, "emotion_index": index, "split": split,
+                    "emotion": emotion if labelled else None, "level": "XX", "sex": sex,
+                    "age": age, "race": None, "ethnicity": None,
+                    "emotion_index": index if labelled else None, "split": split,
                     "face": face.tobytes(), "face_size": FACE, "frame_index": 0,
                     "audio": audio.tobytes(), "sample_rate": 8000,
                     "source": f"media/{speaker}_{emotion}.flv",
@@ -59,13 +63,13 @@ def make_dataset(root, rng):
         pq.write_table(conform(pa.Table.from_pylist(rows), DATASET),
                        root / split / "part-00000.parquet")
         splits[split] = {"clips": len(rows), "speakers": [s for s, _, _ in speakers]}
-    meta = {"emotions": list(EMOTIONS), "face_size": FACE, "sample_rate": 8000,
+    meta = {"emotions": list(EMOTIONS) if labelled else [], "face_size": FACE, "sample_rate": 8000,
             "audio_samples": AUDIO_SAMPLES, "splits": splits, "split_mode": "speaker"}
     (root / "meta.json").write_text(json.dumps(meta))
     return root
 
 
-def make_models(root, conditional=True, constant_voice=False):
+def make_models(root, conditional=True, constant_voice=False, emotions=EMOTIONS):
     torch.manual_seed(0)
     vae = FaceVAE(VaeConfig(image_size=FACE, feature_dim=FEATURES, latent_dim=6,
                             code_dim=8, conditional=conditional, channels=(4, 8))).eval()
@@ -76,8 +80,8 @@ def make_models(root, conditional=True, constant_voice=False):
         with torch.no_grad():
             voice.attention.value.weight.zero_()
             voice.attention.value.bias.uniform_(-1, 1)
-    codes = [code_string(c) for c in emotion_codes(EMOTIONS, 2)] if conditional else []
-    provenance = {"emotions": list(EMOTIONS), "codes": codes, "epoch": 0, "git_revision": "test"}
+    codes = [code_string(c) for c in emotion_codes(emotions, 2)] if conditional else []
+    provenance = {"emotions": list(emotions), "codes": codes, "epoch": 0, "git_revision": "test"}
     vae_path = save_model(root / "vae.pt", vae, provenance)
     voice_path = save_voice_encoder(root / "voice.pt", voice, {"epoch": 0})
     return vae_path, voice_path
@@ -222,6 +226,30 @@ def test_constant_voice_warns_that_the_mean_face_is_not_beaten(repo_root, inputs
     assert emotions.size == grid_size(ncols=2, nrows=2)
 
 
+def test_data_without_emotion_labels_leaves_the_emotion_metrics_out_and_says_so(
+    repo_root, tmp_path, deterministic_rng
+):
+    make_dataset(tmp_path / "dataset", deterministic_rng, labelled=False)
+    vae_path, voice_path = make_models(tmp_path, conditional=False, emotions=())
+    out, _ = run_cli(repo_root, tmp_path, vae_path, voice_path)
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["emotion"] == "not evaluated: the dataset has no emotion labels"
+    for row in (*ROWS, "chance"):
+        assert {"latent.r@1", "attr.sex_agreement", "attr.age_mae"} <= set(metrics[row])
+        assert not [k for k in metrics[row] if "emotion" in k or k.startswith("cluster.")]
+    assert metrics["chance"]["latent.r@1"] == pytest.approx(1 / N_TEST_SPEAKERS)
+    for row in ("model", "oracle"):  # dvc.yaml's plots: present, and without rows
+        assert json.loads((out / f"confusion_{row}.json").read_text()) == []
+    emotions = Image.open(out / "emotions.png")  # a placeholder saying why, not a grid
+    assert emotions.size != grid_size(ncols=2, nrows=2)
+    report = (out / "report.md").read_text()
+    assert "Emotion not evaluated: the dataset has no emotion labels" in report
+    assert "Emotion confusion" not in report and "| attr.emotion" not in report
+    per_clip = pd.read_parquet(out / "per_clip.parquet")
+    assert per_clip["emotion"].isna().all() and len(per_clip) == len(ROWS) * N_TEST_CLIPS
+
+
 @pytest.mark.slow  # ~60 dlib descriptors at ~100 ms each
 def test_dlib_face_space_is_scored_and_reported(repo_root, inputs):
     vae_path, voice_path = make_models(inputs)
@@ -241,8 +269,9 @@ def test_dlib_face_space_is_scored_and_reported(repo_root, inputs):
 
 
 def test_mismatched_models_are_refused_naming_the_file(tmp_path):
-    from pipeline.evaluation.stage import load_models
+    from pipeline.evaluation.encode import load_models
 
+    meta = {"emotions": list(EMOTIONS), "face_size": FACE}
     vae = FaceVAE(VaeConfig(image_size=FACE, feature_dim=FEATURES, latent_dim=6, code_dim=8,
                             channels=(4, 8)))
     vae_path = save_model(tmp_path / "vae.pt", vae, {"emotions": list(EMOTIONS)})
@@ -251,12 +280,19 @@ def test_mismatched_models_are_refused_naming_the_file(tmp_path):
         voice = VoiceEncoder(VoiceEncoderConfig(frames=16, reference_channels=(4,) * 6,
                                                 gru_hidden=8, out_dim=width, heads=2))
         paths[width] = save_voice_encoder(tmp_path / f"voice{width}.pt", voice, {})
-    with pytest.raises(ValueError, match=r"voice8\.pt: voice encoder outputs 8 features"):
-        load_models(vae_path, paths[8], EMOTIONS)
-    with pytest.raises(ValueError, match="VAE trained on emotions"):
-        load_models(vae_path, paths[FEATURES], ("ANG", "HAP", "SAD", "NEU"))
-    assert load_models(vae_path, paths[FEATURES], EMOTIONS).codes.shape == (4, 8)
+    with pytest.raises(ValueError, match=r"voice8\.pt: voice model outputs 8 features, the "
+                                         r"face model .*vae\.pt expects 16"):
+        load_models(vae_path, paths[8], meta)
+    with pytest.raises(ValueError, match=r"vae\.pt was trained with emotions \['ANG', 'HAP', "
+                                         r"'NEU', 'SAD'\], the dataset has \['ANG', 'HAP', "
+                                         r"'SAD', 'NEU'\]"):
+        load_models(vae_path, paths[FEATURES], {**meta, "emotions": ["ANG", "HAP", "SAD", "NEU"]})
+    with pytest.raises(ValueError, match=r"vae\.pt takes 16px faces, the dataset has 64px"):
+        load_models(vae_path, paths[FEATURES], {**meta, "face_size": 64})
+    # codes not recorded: derived from the emotions and the code width, as train_vae makes them
+    face = load_models(vae_path, paths[FEATURES], meta).face
+    assert torch.equal(face.codes, emotion_codes(EMOTIONS, 2))
     wrong = save_model(tmp_path / "wrong.pt", vae, {"emotions": list(EMOTIONS),
                                                     "codes": ["00000011"] * 4})
     with pytest.raises(ValueError, match="VAE trained with emotion codes"):
-        load_models(wrong, paths[FEATURES], EMOTIONS)
+        load_models(wrong, paths[FEATURES], meta)

@@ -46,4 +46,11 @@ def test_bad_lists_are_rejected():
     with pytest.raises(ValueError, match="duplicates"):
         emotion_codes(["ANG", "ANG"], 2)
     with pytest.raises(ValueError):
-        code_width(0, 2)
+        code_width(-1, 2)
+    with pytest.raises(ValueError):
+        code_width(4, 0)
+
+
+def test_no_emotion_labels_give_a_code_of_width_zero():
+    assert code_width(0, 2) == 0
+    assert emotion_codes([], 2).shape == (0, 0)

@@ -68,6 +68,15 @@ def test_emotion_code_enters_the_posterior_only_when_conditional():
     assert torch.equal(plain.posterior(h, None)[0], plain.posterior(h, torch.ones(2, 8))[0])
 
 
+def test_without_emotion_labels_the_code_has_width_zero_and_a_conditional_vae_needs_one():
+    plain = VaeConfig(image_size=16, feature_dim=8, latent_dim=4, code_dim=0,
+                      conditional=False, channels=(4,))  # 000's setting
+    assert (plain.posterior_in, plain.decoder_in) == (8, 4)
+    assert FaceVAE(plain).to_mu.in_features == 8
+    with pytest.raises(ValueError, match="code_dim 0: a conditional VAE needs an emotion code"):
+        VaeConfig(image_size=16, code_dim=0, channels=(4,))
+
+
 def test_the_decoder_takes_the_code_only_with_decoder_code():
     torch.manual_seed(0)
     z = torch.randn(2, 4)

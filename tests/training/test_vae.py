@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import logging
 
@@ -20,16 +21,18 @@ from pipeline.dataset.stage import build_dataset
 from pipeline.download.catalogue import CATALOGUE_FILE, prepare_dataset
 from pipeline.faces.stage import run_faces
 from pipeline.loaders import load_split, read_meta
+from pipeline.models.registry import load_face_model
 from pipeline.models.vae import FaceVAE, VaeConfig, load_vae
 from pipeline.runtime import seed_everything
 from pipeline.training.vae import (
     dataset_fingerprint,
     label_swap_grid,
-    model_emotion_codes,
     mouth_swap_ratio,
     psnr,
+    resolve_conditional,
     swap_decode,
     train_vae,
+    vae_config,
 )
 from stages.train_vae import main
 from tests.factories import make_dataset_dir
@@ -67,8 +70,8 @@ def test_stage_trains_saves_grids_and_reports_metrics(tmp_path, repo_root, caplo
     provenance = torch.load(out / "model.pt", weights_only=True)["provenance"]
     assert provenance["codes"] == ["00000011", "00110000", "11000000", "00001100"]
     assert provenance["epoch"] == 3 and provenance["data"] == dataset_fingerprint(dataset)
-    emotions, codes = model_emotion_codes(out / "model.pt")
-    assert emotions == ["ANG", "HAP", "NEU", "SAD"] and codes.shape == (4, 8)
+    face = load_face_model(out / "model.pt").model
+    assert face.emotions == ("ANG", "HAP", "NEU", "SAD") and face.codes.shape == (4, 8)
 
     metrics = json.loads((tmp_path / "live" / "metrics.json").read_text())["final"]
     for key in ("val_mse", "val_kl", "val_psnr_db", "mean_face_mse", "swap_mouth_ratio"):
@@ -94,6 +97,21 @@ def test_stage_trains_saves_grids_and_reports_metrics(tmp_path, repo_root, caplo
     assert "resumed from" in caplog.text and "epoch 1/3" not in caplog.text
     after = torch.load(out / "model.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_conditional_auto_follows_the_labels_and_true_requires_them():
+    auto = TrainVaeParams(conditional="auto", code_bits_per_class=2)
+    assert resolve_conditional(auto, labelled=True)
+    assert not resolve_conditional(auto, labelled=False)
+    assert not resolve_conditional(dataclasses.replace(auto, conditional=False), labelled=True)
+    assert resolve_conditional(dataclasses.replace(auto, conditional=True), labelled=True)
+    with pytest.raises(ValueError, match=r"train_vae\.conditional is true, but the dataset "
+                                         r"d/x has no emotion labels"):
+        resolve_conditional(dataclasses.replace(auto, conditional=True), False, "the dataset d/x")
+    assert vae_config(auto, 16, 4).code_dim == 8
+    unlabelled = vae_config(auto, 16, 0)
+    assert not unlabelled.conditional and unlabelled.code_dim == 0
+    assert vae_config(dataclasses.replace(auto, conditional=False), 16, 4).code_dim == 0
 
 
 def test_fingerprint_changes_with_the_data(tmp_path):
@@ -190,7 +208,7 @@ def test_label_swap_moves_the_mouth_the_way_the_corpus_does(swap_run):
 
     model = load_vae(model_path)
     assert model.config.decodes_code
-    _, codes = model_emotion_codes(model_path)
+    codes = load_face_model(model_path).model.codes
     hap, sad = codes[emotions.index("HAP")], codes[emotions.index("SAD")]
     decoded = (swap_decode(model, faces, hap) - swap_decode(model, faces, sad)).mean(0)[0]
 
