@@ -1,8 +1,8 @@
-"""The ``train_voice`` stage: train the voice encoder to predict the frozen VAE's face features.
+"""The ``train_voice`` stage: train a voice model to predict the frozen VAE's face features.
 
 Usage: ``python -m stages.train_voice --params params.yaml --dataset DIR --vae MODEL.pt
---out DIR --checkpoints DIR --live DIR``. A run killed mid-training resumes from
-``--checkpoints`` when its params, data and VAE are unchanged.
+--out DIR --checkpoints DIR --live DIR [--model NAME] [--embeddings DIR]``. A run killed
+mid-training resumes from ``--checkpoints`` when its params, data and VAE are unchanged.
 """
 
 from __future__ import annotations
@@ -28,6 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="output: model.pt and the PNG grid")
     parser.add_argument("--checkpoints", required=True, help="resumable checkpoint directory")
     parser.add_argument("--live", required=True, help="dvclive directory (plots, metrics.json)")
+    parser.add_argument("--model", help="voice model to train, a name in the registry "
+                        "(default: the first of train_voice.models)")
+    parser.add_argument("--embeddings", help="the embed stage's output (for the voice models "
+                        "that read the pretrained speaker embedding)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
@@ -40,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     if params.threads:
         torch.set_num_threads(params.threads)
     seed_everything(params.seed)
-    metrics = train_voice(params, args.dataset, args.vae, args.out, args.checkpoints, args.live)
+    metrics = train_voice(params, args.dataset, args.vae, args.out, args.checkpoints, args.live,
+                          args.model, args.embeddings)
     log.info("val MSE %.4f; R@1 among %d val speakers %.3f (chance %.3f); collapse ratio %.3f",
              metrics["val_mse"], metrics["val_speakers"], metrics["r1"], metrics["r1_chance"],
              metrics["collapse_ratio"])

@@ -214,3 +214,18 @@ def make_dataset_dir(
             "audio_samples": audio_samples, "splits": splits, "split_mode": "clip"}
     (root / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
     return root
+
+
+def write_embeddings(embed_dir: Path, vectors: dict[str, np.ndarray], speaker_of=None) -> Path:
+    """Write an embed stage output (``embeddings.parquet``) for ``{clip_id: (256,) vector}``."""
+    from pipeline.embed.table import EMBEDDINGS_PARQUET
+    from pipeline.schemas import SPEAKER_EMBEDDINGS
+
+    embed_dir.mkdir(parents=True, exist_ok=True)
+    rows = [{"clip_id": clip, "speaker_id": (speaker_of or (lambda c: c))(clip),
+             "embedding": (v / np.linalg.norm(v)).astype(np.float32).tolist(),
+             "encoder": "resemblyzer", "sample_rate": 16000, "speech_duration_s": 1.0,
+             "source": f"media/{clip}.wav"} for clip, v in sorted(vectors.items())]
+    pq.write_table(conform(pa.Table.from_pylist(rows), SPEAKER_EMBEDDINGS),
+                   embed_dir / EMBEDDINGS_PARQUET)
+    return embed_dir

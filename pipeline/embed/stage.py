@@ -20,12 +20,12 @@ from tqdm import tqdm
 from pipeline.audio.stage import media_path
 from pipeline.config import AudioParams, EmbedParams
 from pipeline.embed.encoder import SPEAKER_RATE, SpeakerEncoder, embed_media
+from pipeline.embed.table import EMBEDDINGS_PARQUET
 from pipeline.runtime import QuarantineError, StageReport, atomic_directory
 from pipeline.schemas import SPEAKER_EMBEDDINGS, conform
 
 log = logging.getLogger(__name__)
 
-EMBEDDINGS_PARQUET = "embeddings.parquet"
 
 
 def embed_catalogue(
@@ -77,10 +77,3 @@ def _row(row: dict, vector: np.ndarray, speech_s: float, encoder: str, source: P
     return {"clip_id": row["clip_id"], "speaker_id": row["speaker_id"],
             "embedding": vector.tolist(), "encoder": encoder, "sample_rate": SPEAKER_RATE,
             "speech_duration_s": speech_s, "source": source.as_posix()}
-
-
-def read_embeddings(embed_dir: str | Path) -> tuple[list[str], np.ndarray]:
-    """Return ``(clip ids, embeddings float32 (N, 256))`` of an embed stage output."""
-    table = pq.read_table(Path(embed_dir) / EMBEDDINGS_PARQUET, columns=["clip_id", "embedding"])
-    vectors = np.asarray(table.column("embedding").to_pylist(), dtype=np.float32)
-    return table.column("clip_id").to_pylist(), vectors.reshape(len(table), -1)

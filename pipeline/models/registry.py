@@ -7,11 +7,12 @@
   predict), turns a voice target and an emotion into a *latent*, and decodes a latent and an
   emotion into a face. The emotion is a batch of labels indexing :attr:`FaceModel.emotions`,
   or None for a face model that takes no emotion (``emotions == ()``).
-- a **voice model** turns waveforms into voice targets.
+- a **voice model** turns waveforms, or the clips' pretrained speaker embeddings (004, the
+  ``embed`` stage), into voice targets.
 
 Model files record their kind (:func:`pipeline.models.files.save_model_file`);
 :func:`load_face_model` / :func:`load_voice_model` dispatch on it. ``params.yaml`` chooses a
-model to train by its name here (``train_vae.model``, ``train_voice.model``). Adding a model
+model to train by its name here (``train_vae.model``, ``train_voice.models``). Adding a model
 is one entry below and its own module; the stages that use models do not change.
 """
 
@@ -26,7 +27,7 @@ import torch
 from torch import nn
 
 from pipeline.config import TrainVoiceParams
-from pipeline.models import vae, voice_encoder
+from pipeline.models import embedding_voice, vae, voice_encoder
 from pipeline.models.files import load_model_payload
 
 M = TypeVar("M")
@@ -71,8 +72,19 @@ class VoiceModel(Protocol):
         """Width of the voice target it predicts (the face model's)."""
         ...
 
-    def voice_target(self, waves: torch.Tensor) -> torch.Tensor:
-        """Return predicted voice targets ``(B, target_dim)`` of waveforms ``(B, N)``."""
+    @property
+    def uses_embedding(self) -> bool:
+        """Whether it reads the clip's pretrained speaker embedding (the ``embed`` stage's)."""
+        ...
+
+    def voice_target(
+        self, waves: torch.Tensor | None, embeddings: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Return predicted voice targets ``(B, target_dim)``.
+
+        From waveforms ``(B, N)`` and / or speaker embeddings ``(B, 256)``: each model reads
+        what it needs (None: not given).
+        """
         ...
 
 
@@ -96,6 +108,12 @@ class VoiceModelEntry:
     """``(payload, path, map_location) -> VoiceModel``."""
     build: Callable[[TrainVoiceParams, int], nn.Module]
     """``(params, target_dim) -> `` an untrained model (a :class:`VoiceModel` module)."""
+    fit_params: Callable[[TrainVoiceParams], Any] = lambda params: params
+    """The params whose epochs, batch size and lr the shared ``fit`` loop trains it with."""
+    solve: Callable[[nn.Module, torch.Tensor, torch.Tensor, TrainVoiceParams], nn.Module] | None = (
+        None)
+    """``(model, embeddings, targets, params) -> model`` solved in closed form instead of
+    ``fit`` (None: trained by ``fit``)."""
 
 
 FACE_MODELS: dict[str, FaceModelEntry] = {
@@ -106,6 +124,16 @@ VOICE_MODELS: dict[str, VoiceModelEntry] = {
         voice_encoder.MODEL_KIND, voice_encoder.voice_encoder_from_payload,
         voice_encoder.build_voice_encoder,
     ),
+    "embedding_mlp": VoiceModelEntry(  # 004: speaker embedding -> MLP
+        embedding_voice.MLP_KIND, embedding_voice.regressor_from_payload,
+        embedding_voice.build_embedding_mlp, fit_params=lambda params: params.embedding_mlp,
+    ),
+    "ridge": VoiceModelEntry(  # the simplest map from the same embedding
+        embedding_voice.RIDGE_KIND, embedding_voice.regressor_from_payload,
+        embedding_voice.build_ridge,
+        solve=lambda model, x, y, params: embedding_voice.solve_ridge(model, x, y,
+                                                                      params.ridge.alpha),
+    ),
 }
 
 
@@ -114,7 +142,7 @@ def face_model_entry(name: str, key: str = "train_vae.model") -> FaceModelEntry:
     return _entry(FACE_MODELS, name, key, "face")
 
 
-def voice_model_entry(name: str, key: str = "train_voice.model") -> VoiceModelEntry:
+def voice_model_entry(name: str, key: str = "train_voice.models") -> VoiceModelEntry:
     """Return the voice model registered as ``name``; ``ValueError`` naming ``key`` if none."""
     return _entry(VOICE_MODELS, name, key, "voice")
 

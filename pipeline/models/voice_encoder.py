@@ -241,8 +241,26 @@ class VoiceEncoder(nn.Module):
         """Return the width of the voice target it predicts (:attr:`VoiceEncoderConfig.out_dim`)."""
         return self.config.out_dim
 
-    def voice_target(self, waves: torch.Tensor) -> torch.Tensor:
-        """Return the predicted voice targets ``(B, out_dim)`` of waveforms ``(B, N)``."""
+    @property
+    def uses_embedding(self) -> bool:
+        """Return False: it reads the waveform only."""
+        return False
+
+    @property
+    def output_projection(self) -> nn.Linear:
+        """Return the attention's value projection, whose rows scale and shift the output.
+
+        The output is a mix of its outputs with weights summing to 1 per head.
+        """
+        return self.attention.value
+
+    def voice_target(
+        self, waves: torch.Tensor, embeddings: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Return the predicted voice targets ``(B, out_dim)`` of waveforms ``(B, N)``.
+
+        ``embeddings`` (a pretrained speaker embedding) are not read by this model.
+        """
         return self(waves)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,7 @@ import torch
 
 from pipeline.audio.prepare import prepare_audio
 from pipeline.config import AudioParams
+from pipeline.models.emotion_classifier import EmotionClassifier
 from pipeline.models.registry import (
     FaceModel,
     LoadedModel,
@@ -103,18 +104,29 @@ class VoiceToFace:
         """Return clips' own emotion labels ``(N,)`` as the face model takes them (None: none)."""
         return labels if self.face.emotions else None
 
-    def voice_latents(self, waves: torch.Tensor, emotion: torch.Tensor | None) -> torch.Tensor:
-        """Return latents ``(B, D)`` generated from waveforms ``(B, N)`` (003 section 3.3).
+    def voice_latents(
+        self,
+        waves: torch.Tensor | None,
+        emotion: torch.Tensor | None,
+        embeddings: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Return latents ``(B, D)`` generated from voices (003 section 3.3).
 
-        The voice model predicts the face model's voice target; the face model turns it and
-        the emotion labels ``(B,)`` into the latent.
+        The voice model predicts the face model's voice target from waveforms ``(B, N)``
+        and / or the clips' speaker embeddings ``(B, 256)`` (whichever it reads); the face
+        model turns it and the emotion labels ``(B,)`` into the latent.
         """
         with torch.no_grad():
-            return self.face.latents(self.voice.voice_target(waves), emotion)
+            return self.face.latents(self.voice.voice_target(waves, embeddings), emotion)
 
-    def faces(self, waves: torch.Tensor, emotion: torch.Tensor | None) -> torch.Tensor:
-        """Return faces ``(B, 1, S, S)`` in [0, 1] generated from waveforms ``(B, N)``."""
-        return self.face.decode(self.voice_latents(waves, emotion), emotion)
+    def faces(
+        self,
+        waves: torch.Tensor | None,
+        emotion: torch.Tensor | None,
+        embeddings: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Return faces ``(B, 1, S, S)`` in [0, 1] generated from voices (as above)."""
+        return self.face.decode(self.voice_latents(waves, emotion, embeddings), emotion)
 
 
 def load_voice_to_face(face_path: str | Path, voice_path: str | Path) -> VoiceToFace:
@@ -149,27 +161,59 @@ def pair_models(
                        voice.provenance.get("audio_samples"))
 
 
+@dataclass(frozen=True)
+class GeneratedFace:
+    """A face generated from a voice, and the emotion it was rendered with."""
+
+    face: np.ndarray
+    """``(S, S)`` float32 in [0, 1]."""
+    emotion: str | None
+    """The emotion rendered (None: the face model takes none)."""
+    probability: float | None
+    """The classifier's probability of ``emotion`` when it was read from the voice, else None."""
+
+
 def generate_face(
     audio_path: str | Path,
     model: VoiceToFace,
     emotion: str | None,
     audio_params: AudioParams,
 ) -> np.ndarray:
-    """Return the face ``(S, S)`` float32 in [0, 1] generated from any media file's voice.
+    """Return the face ``(S, S)`` of :func:`generate_from_voice` with no emotion classifier."""
+    return generate_from_voice(audio_path, model, emotion, audio_params).face
+
+
+def generate_from_voice(
+    audio_path: str | Path,
+    model: VoiceToFace,
+    emotion: str | None,
+    audio_params: AudioParams,
+    emotion_classifier: EmotionClassifier | None = None,
+) -> GeneratedFace:
+    """Return the face generated from any media file's voice, with the emotion rendered.
 
     The audio goes through :func:`pipeline.audio.prepare.prepare_audio` with ``audio_params``
     (the ``audio`` section the training data was made with): decode, resample (decoding at
     most ``max_input_s``, with a warning when the file is longer), remove silences of
-    ``min_silence_s`` or more, tile to ``length_s``.
+    ``min_silence_s`` or more, tile to ``length_s``. A voice model that reads the speaker
+    embedding gets it from the same file (:func:`pipeline.embed.encoder.embed_media`).
+
+    The emotion: ``emotion`` when given; else the one ``emotion_classifier`` reads from the
+    voice (with its probability); else :attr:`VoiceToFace.default_emotion`.
 
     Raises:
         UnknownEmotionError: ``emotion`` is not one of the face model's emotions.
-        GenerationError: ``audio_params`` make clips unlike the voice model's training clips.
+        GenerationError: ``audio_params`` make clips unlike the voice model's training clips,
+            or the classifier reads other emotions than the face model's.
         QuarantineError: the file is missing or undecodable (``decode_error``), has no audio
             (``no_audio``), is silent (``all_silent``) or has too little speech.
     """
-    labels = model.emotion_labels(emotion, 1)  # fail on a bad name before decoding anything
+    model.emotion_labels(emotion, 1)  # fail on a bad name before decoding anything
     _check_audio_params(model, audio_params)
+    reader = emotion_classifier if emotion is None and model.face.emotions else None
+    if reader is not None and tuple(reader.emotions) != tuple(model.face.emotions):
+        raise GenerationError(f"the emotion classifier reads {list(reader.emotions)}, the face "
+                              f"model has {list(model.face.emotions)}")
     prepared = prepare_audio(audio_path, audio_params)
     if prepared.truncated:
         log.warning("%s: longer than audio.max_input_s: only its first %g s are used",
@@ -177,7 +221,24 @@ def generate_face(
     log.info("%s: %.2f s decoded, %.2f s of speech, %d silences removed", audio_path,
              prepared.original_duration_s, prepared.speech_duration_s, prepared.silences_removed)
     wave = torch.from_numpy(prepared.waveform()).unsqueeze(0)
-    return model.faces(wave, labels)[0, 0].numpy()
+    probability = None
+    if reader is not None:
+        reading = reader.read(wave)
+        emotion = reader.emotions[int(reading.labels[0])]
+        probability = float(reading.probabilities[0].max())
+    labels = model.emotion_labels(emotion, 1)
+    embedding = _speaker_embedding(audio_path, audio_params) if model.voice.uses_embedding else None
+    face = model.faces(wave, labels, embedding)[0, 0].numpy()
+    rendered = None if labels is None else model.face.emotions[int(labels[0])]
+    return GeneratedFace(face, rendered, probability)
+
+
+def _speaker_embedding(audio_path: str | Path, audio_params: AudioParams) -> torch.Tensor:
+    """Return the pretrained speaker embedding ``(1, 256)`` of a media file's voice."""
+    from pipeline.embed.encoder import SpeakerEncoder, embed_media  # loads resemblyzer
+
+    embedding = embed_media(audio_path, SpeakerEncoder(), audio_params)
+    return torch.from_numpy(embedding.vector).unsqueeze(0)
 
 
 def _check_audio_params(model: VoiceToFace, params: AudioParams) -> None:

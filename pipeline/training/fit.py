@@ -432,10 +432,17 @@ class DvcLiveCallback(Callback):
 
     def on_fit_start(self, state: FitState) -> None:
         """Open a fresh dvclive run and replay the epochs a resumed run already has."""
+        self.start(state.history)
+
+    def start(self, history: Sequence[Mapping[str, float]] = ()) -> None:
+        """Open a fresh dvclive run holding ``history``'s epoch records.
+
+        A model solved without ``fit`` logs its one record through it.
+        """
         from dvclive import Live
 
         self.live = Live(str(self.directory), resume=False, save_dvc_exp=False, dvcyaml=None)
-        for record in state.history:
+        for record in history:
             self._log(record)
 
     def on_epoch_end(self, state: FitState, record: Mapping[str, float]) -> None:

@@ -1,10 +1,17 @@
-"""The ``train_voice`` stage: train the voice encoder to hit the frozen VAE's face features.
+"""The ``train_voice`` stage: train a voice model to hit the frozen VAE's face features.
 
-003 section 3.3 / 4.3: the DeepTalk-style encoder (:mod:`pipeline.models.voice_encoder`; the
-voice model ``train_voice.model`` names, :mod:`pipeline.models.registry`) is trained with MSE
-(Adam, batch 32) to output, from a clip's voice, the features the VAE encoder extracts from
-the clip's face (the face model's voice target). Generation then runs those features through
-the VAE's posterior and decoder (:mod:`pipeline.models.voice_to_face`).
+003 section 3.3 / 4.3: the DeepTalk-style encoder (:mod:`pipeline.models.voice_encoder`,
+``deeptalk`` among the voice models of ``train_voice.models``, :mod:`pipeline.models.registry`)
+is trained with MSE (Adam, batch 32) to output, from a clip's voice, the features the VAE
+encoder extracts from the clip's face (the face model's voice target). Generation then runs
+those features through the VAE's posterior and decoder (:mod:`pipeline.models.voice_to_face`).
+
+The other voice models read the clip's pretrained speaker embedding (the ``embed`` stage;
+:mod:`pipeline.models.embedding_voice`) instead of the waveform and are trained to the same
+targets by the same code: ``embedding_mlp`` by the shared ``fit`` loop with its own epochs,
+batch size and lr (``train_voice.embedding_mlp``), ``ridge`` in closed form. One stage run
+trains one model (``--model``); dvc.yaml runs one per name (``train_voice@NAME``). What each
+model records and resumes against is :func:`model_params`: its own keys and the shared ones.
 
 **Target: ``vae.features(face)``, not ``mu``.** These are the conv features the VAE turns
 into mu / sigma, *before* the emotion code is appended (003 section 3.4). The voice encoder
@@ -50,6 +57,7 @@ provenance), ``<out>/voice_to_face.png`` (validation clips: true face | VAE reco
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -64,6 +72,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from pipeline.config import TrainVoiceParams, to_dict
+from pipeline.embed.table import clip_embeddings
 from pipeline.evaluation.metrics import retrieval_metrics, score_speakers, speaker_gallery
 from pipeline.images import image_grid, save_png
 from pipeline.loaders import SplitTensors, load_split, read_meta
@@ -71,11 +80,11 @@ from pipeline.models.files import save_model_file
 from pipeline.models.inference import batched
 from pipeline.models.registry import (
     FaceModel,
+    VoiceModelEntry,
     check_fits_dataset,
     load_face_model,
     voice_model_entry,
 )
-from pipeline.models.voice_encoder import VoiceEncoder
 from pipeline.models.voice_to_face import VoiceToFace
 from pipeline.runtime import atomic_path, git_revision, sha256_file
 from pipeline.training.fit import (
@@ -145,18 +154,19 @@ class TargetScaler:
 
 
 @torch.no_grad()
-def fold_output_affine(encoder: VoiceEncoder, scaler: TargetScaler) -> VoiceEncoder:
-    """Return ``encoder`` changed in place to output ``scaler.inverse(encoder(x))`` exactly.
+def fold_output_affine(model: nn.Module, scaler: TargetScaler) -> nn.Module:
+    """Return ``model`` changed in place to output ``scaler.inverse(model(x))`` exactly.
 
-    The output is the attention's weighted sum of value projections ``W m_i + b`` with
-    weights summing to 1 per head, so scaling rows of ``W`` and ``b`` by ``scale`` and adding
-    ``shift`` to ``b`` scales and shifts the output itself.
+    The model's ``output_projection`` ``W m + b`` sets its output affinely: the DeepTalk
+    encoder's attention mixes value projections with weights summing to 1 per head, an
+    embedding regressor ends with it. So scaling rows of ``W`` and ``b`` by ``scale`` and
+    adding ``shift`` to ``b`` scales and shifts the output itself.
     """
-    value = encoder.attention.value
+    value = model.output_projection
     scale = scaler.scale.to(value.weight.device)
     value.weight.mul_(scale[:, None])
     value.bias.mul_(scale).add_(scaler.shift.to(value.bias.device))
-    return encoder
+    return model
 
 
 # --- the objective -------------------------------------------------------------------------
@@ -164,7 +174,9 @@ def fold_output_affine(encoder: VoiceEncoder, scaler: TargetScaler) -> VoiceEnco
 
 @dataclass(frozen=True)
 class VoiceTargets(Dataset):
-    """Clips and their precomputed (standardised) targets: samples ``{"audio", "target"}``.
+    """Clips and their precomputed (standardised) targets: ``{"audio", "target"}`` samples.
+
+    With ``embedding`` given, each sample also holds the clip's speaker ``"embedding"``.
 
     With ``time_shift`` every draw of a clip is rotated by a random number of samples
     (:func:`circular_shift`); the draws come from torch's global generator, which the stage
@@ -177,6 +189,8 @@ class VoiceTargets(Dataset):
     """float32 ``(N, D)`` targets in the training space."""
     time_shift: bool = False
     """Rotate each drawn clip by a uniform random shift (training augmentation)."""
+    embedding: torch.Tensor | None = None
+    """float32 ``(N, 256)`` the clips' pretrained speaker embeddings, or None."""
 
     def __len__(self) -> int:
         return len(self.audio)
@@ -185,7 +199,10 @@ class VoiceTargets(Dataset):
         audio = self.audio[i]
         if self.time_shift:
             audio = circular_shift(audio, int(torch.randint(audio.shape[-1], ())))
-        return {"audio": audio, "target": self.target[i]}
+        sample = {"audio": audio, "target": self.target[i]}
+        if self.embedding is not None:
+            sample["embedding"] = self.embedding[i]
+        return sample
 
 
 def circular_shift(audio: torch.Tensor, shift: int) -> torch.Tensor:
@@ -250,7 +267,8 @@ class VoiceObjective:
 
     def __call__(self, model: nn.Module, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """Return ``{"loss", "feature_mse"}``: see :func:`voice_loss`."""
-        return voice_loss(model(batch["audio"]), batch["target"], self.scale)
+        predicted = model.voice_target(batch["audio"], batch.get("embedding"))
+        return voice_loss(predicted, batch["target"], self.scale)
 
 
 def voice_loss(
@@ -293,7 +311,11 @@ def _speaker_spread(latents: np.ndarray, speakers: Sequence[str]) -> float:
 
 
 def voice_metrics(
-    model: VoiceToFace, val: SplitTensors, true_features: torch.Tensor, collapse_warning: float
+    model: VoiceToFace,
+    val: SplitTensors,
+    true_features: torch.Tensor,
+    collapse_warning: float,
+    embeddings: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """Return val feature MSE, the collapse ratio and R@1 among validation speakers.
 
@@ -305,8 +327,9 @@ def voice_metrics(
     whose generated latent is closest (cosine) to their own speaker's mean true latent among
     all validation speakers' means; ``r1_chance`` is 1 / speakers. ``r1_true_latents``
     ranks the clips' true latents the same way: the ceiling the face side allows.
+    ``embeddings``: the clips' speaker embeddings, for a voice model that reads them.
     """
-    predicted = batched(model.voice.voice_target, val.audio)
+    predicted = batched(model.voice.voice_target, val.audio, embeddings)
     emotion = model.emotion_labels(None, len(predicted))
     generated = model.face.latents(predicted, emotion).numpy()
     true = model.face.latents(true_features, emotion).numpy()
@@ -331,13 +354,16 @@ def voice_metrics(
     }
 
 
-def voice_to_face_grid(model: VoiceToFace, val: SplitTensors, n: int) -> Image.Image:
+def voice_to_face_grid(
+    model: VoiceToFace, val: SplitTensors, n: int, embeddings: torch.Tensor | None = None
+) -> Image.Image:
     """Return 003 Fig. 6: per validation clip (one per speaker), true | VAE | from the voice."""
     index = _one_clip_per_speaker(val.speaker_id)[:n]
     faces, emotion = val.face[index], model.clip_emotions(val.emotion[index])
     face = model.face
     recon = face.decode(face.latents(face.voice_target(faces), emotion), emotion)
-    generated = model.faces(val.audio[index], emotion)
+    generated = model.faces(val.audio[index], emotion,
+                            None if embeddings is None else embeddings[index])
     tiles, labels = [], []
     for i, k in enumerate(index):
         tiles += [faces[i].numpy(), recon[i].numpy(), generated[i].numpy()]
@@ -357,6 +383,54 @@ def _one_clip_per_speaker(speakers: Sequence[str]) -> list[int]:
 
 
 
+VOICE_MODELS_WITH_SECTIONS = ("embedding_mlp", "ridge")
+"""Voice models whose settings are a subsection of ``train_voice`` named after them."""
+
+
+SHARED_KEYS = ("seed", "target", "standardize_targets", "collapse_warning", "threads",
+               "grid_clips", "device", "num_workers", "checkpoint_every", "select_best")
+"""``train_voice`` keys every voice model reads; the section's other top-level keys are the
+DeepTalk-style encoder's, and ``embedding_mlp`` / ``ridge`` hold those models' own."""
+
+
+def model_params(params: TrainVoiceParams, name: str) -> dict[str, Any]:
+    """Return the ``train_voice`` keys that model ``name`` is trained with (plain data).
+
+    What a checkpoint is resumed against and what the model file records: editing another
+    model's settings (or the list of models) neither restarts nor retrains this one.
+    """
+    everything = to_dict(params)
+    others = {"models", *(n for n in everything if n in VOICE_MODELS_WITH_SECTIONS)}
+    if name in VOICE_MODELS_WITH_SECTIONS:
+        return {k: everything[k] for k in (*SHARED_KEYS, name)}
+    return {k: v for k, v in everything.items() if k not in others}
+
+
+@dataclass(frozen=True)
+class VoiceData:
+    """A split's clips and speaker embeddings as a voice model reads them."""
+
+    split: SplitTensors
+    embeddings: torch.Tensor | None
+    """``(N, 256)`` the embed stage's embeddings of the split's clips (None: not read)."""
+
+
+def load_voice_data(
+    dataset_dir: str | Path, split: str, embeddings_dir: str | Path | None, needed: bool
+) -> VoiceData:
+    """Return a split with its speaker embeddings when the model reads them.
+
+    Raises ``ValueError`` when the model reads embeddings and no embed stage output is given.
+    """
+    tensors = load_split(dataset_dir, split)
+    if not needed:
+        return VoiceData(tensors, None)
+    if embeddings_dir is None:
+        raise ValueError("this voice model reads the pretrained speaker embedding: give the "
+                         "embed stage's output (--embeddings)")
+    return VoiceData(tensors, clip_embeddings(embeddings_dir, tensors.clip_id))
+
+
 def train_voice(
     params: TrainVoiceParams,
     dataset_dir: str | Path,
@@ -364,59 +438,104 @@ def train_voice(
     out_dir: str | Path,
     checkpoint_dir: str | Path,
     live_dir: str | Path,
+    model_name: str | None = None,
+    embeddings_dir: str | Path | None = None,
 ) -> dict[str, float]:
-    """Return the final metrics after training, saving and gridding the voice encoder.
+    """Return the final metrics after training, saving and gridding one voice model.
 
+    ``model_name``: a name in ``VOICE_MODELS`` (default: the first of ``params.models``);
+    ``embeddings_dir``: the embed stage's output, for a model that reads the embedding.
     The caller seeds the RNGs (model initialisation draws from torch's generator).
     """
+    name = model_name or params.models[0]
     meta = read_meta(dataset_dir)
-    entry = voice_model_entry(params.model)
+    entry = voice_model_entry(name)
     face = load_face_model(vae_path).model
     check_fits_dataset(face, meta, vae_path)
-    train, val = load_split(dataset_dir, "train"), load_split(dataset_dir, "val")
-    train_targets, val_features = face_features(face, train.face), face_features(face, val.face)
+    model = entry.build(params, face.target_dim)
+    train = load_voice_data(dataset_dir, "train", embeddings_dir, model.uses_embedding)
+    val = load_voice_data(dataset_dir, "val", embeddings_dir, model.uses_embedding)
+    train_targets = face_features(face, train.split.face)
+    val_features = face_features(face, val.split.face)
     val_targets = val_features
     if params.target == "speaker_mean":
-        train_targets = speaker_mean_targets(train_targets, train.speaker_id)
-        val_targets = speaker_mean_targets(val_features, val.speaker_id)
+        train_targets = speaker_mean_targets(train_targets, train.split.speaker_id)
+        val_targets = speaker_mean_targets(val_features, val.split.speaker_id)
     scaler = TargetScaler.fit(train_targets, params.standardize_targets)
-    encoder = entry.build(params, face.target_dim)
-    objective = VoiceObjective(scaler.scale)
-    settings = FitSettings.from_params(params)
+    trained = model_params(params, name)
     identity = {"data": dataset_fingerprint(dataset_dir), "vae": sha256_file(vae_path),
-                "model": encoder.config.to_dict()}
+                "model": model.config.to_dict()}
+    log.info("train_voice %s: %d train / %d val clips, targets %s from %s", name,
+             len(train.split), len(val.split), tuple(train_targets.shape), vae_path)
     live = DvcLiveCallback(live_dir)
+    if entry.solve is not None:
+        entry.solve(model, train.embeddings, scaler.transform(train_targets), params)
+        state, epoch = None, 0
+        with torch.no_grad():
+            predicted = model.voice_target(val.split.audio, val.embeddings)
+        val_mse = float(voice_loss(predicted, scaler.transform(val_targets), scaler.scale)["loss"])
+        live.start([{"epoch": 1.0, "step": 0.0, "val/loss": val_mse}])
+    else:
+        state, epoch = _fit_voice_model(model, entry, params, trained, identity, scaler,
+                                        (train, train_targets), (val, val_targets),
+                                        checkpoint_dir, live)
+        val_mse = state.history[epoch - 1]["val/loss"]
+    model = fold_output_affine(model.cpu(), scaler)
+    pair = VoiceToFace(face, model.eval())
+    metrics = {"val_mse": val_mse, "epoch": float(epoch),
+               **voice_metrics(pair, val.split, val_features, params.collapse_warning,
+                               val.embeddings)}
+    live.finish({f"final/{k}": v for k, v in metrics.items()})
+    out_dir = Path(out_dir)
+    save_model_file(out_dir / MODEL_FILE, entry.kind, model, {
+        "params": trained, "model": name, "emotions": list(face.emotions),
+        "vae_sha256": identity["vae"], "data": identity["data"],
+        "sample_rate": int(meta["sample_rate"]), "audio_samples": int(meta["audio_samples"]),
+        "targets": "vae.features (standardised in training, folded back)"
+        if params.standardize_targets else "vae.features",
+        "epoch": epoch, "epochs_trained": state.epoch if state else 0,
+        "global_step": state.global_step if state else 0,
+        "git_revision": git_revision(),
+        "metrics": metrics,
+    })
+    save_png(voice_to_face_grid(pair, val.split, params.grid_clips, val.embeddings),
+             out_dir / GRID_PNG)
+    log.info("final metrics: %s", {k: round(v, 5) for k, v in metrics.items()})
+    return metrics
+
+
+def _fit_voice_model(
+    model: nn.Module,
+    entry: VoiceModelEntry,
+    params: TrainVoiceParams,
+    trained: Mapping[str, Any],
+    identity: Mapping[str, Any],
+    scaler: TargetScaler,
+    train: tuple[VoiceData, torch.Tensor],
+    val: tuple[VoiceData, torch.Tensor],
+    checkpoint_dir: str | Path,
+    live: DvcLiveCallback,
+) -> tuple[FitState, int]:
+    """Return the fit state and the epoch kept, after training ``model`` with the shared loop."""
+    own = entry.fit_params(params)
+    settings = dataclasses.replace(FitSettings.from_params(params), epochs=own.epochs,
+                                   batch_size=own.batch_size, lr=own.lr)
     best = BestWeights(checkpoint_dir)
-    log.info("train_voice: %d train / %d val clips, targets %s from %s", len(train), len(val),
-             tuple(train_targets.shape), vae_path)
+    (train_data, train_targets), (val_data, val_targets) = train, val
     state = fit(
-        encoder, objective,
-        VoiceTargets(train.audio, scaler.transform(train_targets), params.time_shift),
-        VoiceTargets(val.audio, scaler.transform(val_targets)), settings,
-        params=to_dict(params), checkpoint_dir=checkpoint_dir, identity=identity,
+        model, VoiceObjective(scaler.scale),
+        VoiceTargets(train_data.split.audio, scaler.transform(train_targets), params.time_shift,
+                     train_data.embeddings),
+        VoiceTargets(val_data.split.audio, scaler.transform(val_targets),
+                     embedding=val_data.embeddings),
+        settings, params=trained, checkpoint_dir=checkpoint_dir, identity=identity,
         callbacks=[live, best], resume_ignored=(*RESUME_IGNORED, "threads", "grid_clips",
                                                 "collapse_warning", "select_best"),
     )
     epoch = state.epoch
     if params.select_best:
-        epoch = best.restore(encoder)
+        epoch = best.restore(model)
         log.info("keeping epoch %d of %d (lowest val loss %.4f)", epoch, state.epoch, best.value)
-    encoder = fold_output_affine(encoder.cpu(), scaler)
-    model = VoiceToFace(face, encoder.eval())
-    metrics = {"val_mse": state.history[epoch - 1]["val/loss"], "epoch": float(epoch),
-               **voice_metrics(model, val, val_features, params.collapse_warning)}
-    live.finish({f"final/{k}": v for k, v in metrics.items()})
-    out_dir = Path(out_dir)
-    save_model_file(out_dir / MODEL_FILE, entry.kind, encoder, {
-        "params": to_dict(params), "emotions": list(face.emotions), "vae_sha256": identity["vae"],
-        "data": identity["data"], "sample_rate": int(meta["sample_rate"]),
-        "audio_samples": int(meta["audio_samples"]), "targets": "vae.features (standardised "
-        "in training, folded back)" if params.standardize_targets else "vae.features",
-        "epoch": epoch, "epochs_trained": state.epoch, "global_step": state.global_step,
-        "git_revision": git_revision(),
-        "metrics": metrics,
-    })
-    save_png(voice_to_face_grid(model, val, params.grid_clips), out_dir / GRID_PNG)
-    log.info("final metrics: %s", {k: round(v, 5) for k, v in metrics.items()})
-    return metrics
+    return state, epoch
+
 

@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from pipeline.config import AudioParams, EmbedParams, to_dict
-from pipeline.embed.stage import EMBEDDINGS_PARQUET, embed_catalogue, read_embeddings
+from pipeline.embed.stage import embed_catalogue
+from pipeline.embed.table import EMBEDDINGS_PARQUET, clip_embeddings, read_embeddings
 from pipeline.schemas import SPEAKER_EMBEDDINGS
 from tests.conftest import REPO
 from tests.factories import make_catalogue, speech_with_pauses, write_wav
@@ -52,6 +53,9 @@ def test_stage_cli_embeds_every_clip_or_quarantines_it(tmp_path, deterministic_r
     np.testing.assert_allclose(speech, 1.8, atol=0.05)  # the 1.5 s pause is gone
     ids, vectors = read_embeddings(out)
     assert ids == ["clip0", "clip1"] and vectors.shape == (2, 256)
+    assert clip_embeddings(out, ["clip1", "clip0"]).numpy().tolist() == vectors[::-1].tolist()
+    with pytest.raises(ValueError, match=r"no speaker embedding for 1 clip\(s\) \['z_silent'\]"):
+        clip_embeddings(out, ["clip0", "z_silent"])
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     quarantine = pq.read_table(out / "quarantine.parquet").to_pylist()
     assert {(r["item"], r["reason"]) for r in quarantine} == {

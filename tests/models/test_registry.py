@@ -77,7 +77,8 @@ def test_loading_dispatches_on_the_kind_and_names_a_file_of_the_other_family(tmp
     assert str(error.value) == f"{voice}: not a FaceVAE model file (its kind is 'VoiceEncoder')"
     with pytest.raises(ModelFileError) as error:
         load_voice_model(vae)
-    assert str(error.value) == f"{vae}: not a VoiceEncoder model file (its kind is 'FaceVAE')"
+    assert str(error.value) == (f"{vae}: not a VoiceEncoder or EmbeddingMLP or EmbeddingRidge "
+                                "model file (its kind is 'FaceVAE')")
 
 
 def test_unknown_names_are_refused_naming_the_key():
@@ -86,17 +87,20 @@ def test_unknown_names_are_refused_naming_the_key():
     assert str(error.value) == "train_vae.model: unknown face model 'nope'; registered: vae"
     with pytest.raises(ValueError) as error:
         voice_model_entry("nope")
-    assert str(error.value) == ("train_voice.model: unknown voice model 'nope'; registered: "
-                                "deeptalk")
+    assert str(error.value) == ("train_voice.models: unknown voice model 'nope'; registered: "
+                                "deeptalk, embedding_mlp, ridge")
 
 
 def test_params_yaml_names_registered_models_and_the_voice_model_builds():
     assert load_params(REPO / "params.yaml", "train_vae").model in FACE_MODELS
     params = load_params(REPO / "params.yaml", "train_voice")
-    assert params.model in VOICE_MODELS
-    built = voice_model_entry(params.model).build(params, 32)
+    assert set(params.models) <= set(VOICE_MODELS)
+    built = voice_model_entry("deeptalk").build(params, 32)
     assert isinstance(built, VoiceEncoder)
     assert built.target_dim == 32 and built.config.pooling == params.pooling
+    mlp = voice_model_entry("embedding_mlp").build(params, 32)
+    assert mlp.uses_embedding and mlp.config.hidden == params.embedding_mlp.hidden
+    assert voice_model_entry("ridge").solve is not None
 
 
 def test_train_vae_refuses_a_registered_face_model_it_does_not_train(tmp_path, monkeypatch):

@@ -265,3 +265,54 @@ def test_stage_trains_saves_grid_metrics_guards_collapse_and_resumes(
     assert "resumed from" in caplog.text and "at epoch 2" in caplog.text
     provenance = torch.load(out / "model.pt", weights_only=True)["provenance"]
     assert provenance["epochs_trained"] == 3 and provenance["epoch"] == 3
+
+
+def test_embedding_voice_models_train_from_the_speaker_embedding(tmp_path, repo_root):
+    from sklearn.linear_model import Ridge
+
+    from pipeline.embed.table import clip_embeddings
+    from pipeline.loaders import load_split
+    from pipeline.models.registry import load_voice_model
+    from tests.factories import write_embeddings
+
+    dataset = make_dataset_dir(tmp_path / "dataset", {"train": 18, "val": 9, "test": 3},
+                               face_size=16, audio_samples=800)
+    params = write_params(repo_root, tmp_path / "params.yaml",
+                          {**TINY_VOICE, "embedding_mlp": {
+                              "hidden": [8], "dropout": 0.1, "epochs": 3, "batch_size": 8,
+                              "lr": 0.01}, "ridge": {"alpha": 0.5}})
+    vae = tmp_path / "vae"
+    assert train_vae_main(["--params", str(params), "--dataset", str(dataset), "--out", str(vae),
+                           "--checkpoints", str(vae / "ckpt"), "--live", str(tmp_path / "lv")]) == 0
+    rng = np.random.default_rng(0)
+    clips = [f"c{k:04d}" for k in range(30)]
+    embed = write_embeddings(tmp_path / "embed", {c: rng.standard_normal(256) for c in clips})
+
+    def train(name, *extra):
+        out = tmp_path / name
+        return out, train_voice_main([
+            "--params", str(params), "--dataset", str(dataset), "--vae", str(vae / "model.pt"),
+            "--out", str(out), "--checkpoints", str(tmp_path / f"ckpt_{name}"),
+            "--live", str(tmp_path / f"live_{name}"), "--model", name, *extra])
+
+    with pytest.raises(ValueError, match="give the embed stage's output"):
+        train("ridge")
+    for name in ("ridge", "embedding_mlp"):
+        out, code = train(name, "--embeddings", str(embed))
+        assert code == 0 and (out / "voice_to_face.png").is_file()
+        loaded = load_voice_model(out / "model.pt")
+        assert loaded.model.uses_embedding and loaded.provenance["model"] == name
+        assert name in loaded.provenance["params"] and "pooling" not in loaded.provenance["params"]
+        metrics = json.loads((tmp_path / f"live_{name}" / "metrics.json").read_text())["final"]
+        assert 0.0 <= metrics["r1"] <= 1.0 and metrics["val_speakers"] == 3
+
+    # the ridge, solved on standardised targets and folded back, is scikit-learn's Ridge on
+    # the raw speaker-mean features (ridge is equivariant to a per-feature affine map)
+    train_split = load_split(dataset, "train")
+    face = load_face_model(vae / "model.pt").model
+    targets = speaker_mean_targets(face_features(face, train_split.face), train_split.speaker_id)
+    x = clip_embeddings(embed, train_split.clip_id).double().numpy()
+    expected = Ridge(alpha=0.5).fit(x, targets.double().numpy()).predict(x)
+    ridge = load_voice_model(tmp_path / "ridge" / "model.pt").model
+    got = ridge.voice_target(None, torch.from_numpy(x).float()).detach().numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-3)
