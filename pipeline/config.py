@@ -340,6 +340,33 @@ class TrainVaeParams:
 
 
 @dataclass(frozen=True, config=CONFIG)
+class EmbeddingMlpParams:
+    """The ``embedding_mlp`` voice model (``train_voice.embedding_mlp``; 004)."""
+
+    hidden: Annotated[
+        tuple[Annotated[int, Field(ge=1, le=65_536)], ...], Field(min_length=1)
+    ] = (512,)
+    """Widths of the hidden layers (ReLU, dropout after each)."""
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.2
+    """Dropout after each hidden layer while training."""
+    epochs: Annotated[int, Field(ge=1, le=100_000)] = 150
+    """Training epochs (the shared fit loop; seed, target and standardisation are the
+    section's)."""
+    batch_size: Annotated[int, Field(ge=1, le=65_536)] = 32
+    """Batch size."""
+    lr: Annotated[float, Field(ge=1e-8, le=1.0)] = 1e-3
+    """Adam learning rate."""
+
+
+@dataclass(frozen=True, config=CONFIG)
+class RidgeParams:
+    """The ``ridge`` voice model (``train_voice.ridge``)."""
+
+    alpha: Annotated[float, Field(ge=0.0, le=1e6)] = 1.0
+    """L2 weight of scikit-learn's Ridge (on the L2-normalised embedding)."""
+
+
+@dataclass(frozen=True, config=CONFIG)
 class TrainVoiceParams:
     """The ``train_voice`` stage (003 section 3.3, Table 1, section 4.3)."""
 
@@ -374,8 +401,24 @@ class TrainVoiceParams:
     """torch intra-op CPU threads (0 = torch's default, all cores; 1 is robust when shared)."""
     grid_clips: Annotated[int, Field(ge=1, le=64)] = 8
     """Validation clips (one per speaker) in the true | VAE | voice grid."""
-    model: str = "deeptalk"
-    """Voice model to train, by its name in ``pipeline.models.registry.VOICE_MODELS``."""
+    models: Annotated[
+        tuple[str, ...], Field(min_length=1), AfterValidator(_distinct)
+    ] = ("deeptalk", "embedding_mlp", "ridge")
+    """Voice models trained (one ``train_voice@NAME`` stage each) and evaluated, by their names
+    in ``pipeline.models.registry.VOICE_MODELS``; the first is the report's ``model`` row and
+    ``generate``'s default. The keys above are the DeepTalk-style encoder's."""
+    embedding_mlp: EmbeddingMlpParams = dataclasses.field(default_factory=EmbeddingMlpParams)
+    """Settings of ``embedding_mlp`` (004: pretrained speaker embedding -> MLP)."""
+    ridge: RidgeParams = dataclasses.field(default_factory=RidgeParams)
+    """Settings of ``ridge`` (a closed-form linear map from the same embedding)."""
+
+
+@dataclass(frozen=True, config=CONFIG)
+class TrainEmotionParams:
+    """The ``train_emotion`` stage: the emotion read from the voice (003 section 3.4's goal)."""
+
+    inverse_l2: Annotated[float, Field(gt=0.0, le=1e6)] = 1.0
+    """scikit-learn's ``C`` of the logistic regression: the inverse of its L2 weight."""
 
 
 @dataclass(frozen=True, config=CONFIG)
@@ -410,6 +453,7 @@ SECTIONS: dict[str, type] = {
     "dataset": DatasetParams,
     "train_vae": TrainVaeParams,
     "train_voice": TrainVoiceParams,
+    "train_emotion": TrainEmotionParams,
     "evaluate": EvaluateParams,
 }
 

@@ -79,6 +79,7 @@ def test_every_params_key_in_dvc_yaml_exists(repo_root):
     stages = yaml.safe_load((repo_root / "dvc.yaml").read_text())["stages"]
     listed = 0
     for name, stage in stages.items():
+        stage = stage.get("do", stage)  # a foreach stage: its template
         for entry in stage.get("params", []):
             keys = entry if isinstance(entry, str) else next(iter(entry.values()))
             for key in [keys] if isinstance(keys, str) else keys:
