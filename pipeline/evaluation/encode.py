@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from pipeline.embed.table import clip_embeddings
 from pipeline.evaluation.scoring import LABEL_COLUMNS, DescriptorCheck, HeldOut, Prediction
 from pipeline.loaders import load_split, split_shards
 from pipeline.models.inference import batched
@@ -81,19 +82,30 @@ class EncodedSplit:
     """``(N,)`` emotion labels (index into ``meta.json``'s emotions)."""
     latents: np.ndarray
     """``(N, latent_dim)``: latent of each real face's voice target with its own emotion."""
+    embeddings: torch.Tensor | None = None
+    """``(N, 256)`` the clips' pretrained speaker embeddings (the embed stage's), if read."""
 
 
 def encode_split(
-    models: Models, dataset_dir: str | Path, split: str, with_audio: bool
+    models: Models,
+    dataset_dir: str | Path,
+    split: str,
+    with_audio: bool,
+    embeddings_dir: str | Path | None = None,
 ) -> EncodedSplit:
-    """Return ``split`` read from the shards with the face model's latents of its faces."""
+    """Return ``split`` read from the shards with the face model's latents of its faces.
+
+    With ``embeddings_dir`` (the embed stage's output) it also holds the clips' embeddings.
+    """
     tensors = load_split(dataset_dir, split, with_audio=with_audio)
     labels = read_labels(dataset_dir, split)
     if labels["clip_id"].tolist() != tensors.clip_id:
         raise ValueError(f"{dataset_dir}/{split}: label and tensor rows are not aligned")
     latents = encode_faces(models.face, tensors.face, models.clip_emotions(tensors.emotion))
+    embeddings = (None if embeddings_dir is None
+                  else clip_embeddings(embeddings_dir, tensors.clip_id))
     return EncodedSplit(labels, tensors.face[:, 0].numpy(), tensors.audio, tensors.emotion,
-                        latents)
+                        latents, embeddings)
 
 
 def read_labels(dataset_dir: str | Path, split: str) -> pd.DataFrame:
@@ -118,13 +130,21 @@ def encode_faces(
 
 
 def voice_latents(
-    models: Models, audio: torch.Tensor, emotion: torch.Tensor | None
+    pair: VoiceToFace,
+    audio: torch.Tensor,
+    embeddings: torch.Tensor | None,
+    emotion: torch.Tensor | None,
 ) -> np.ndarray:
-    """Return latents ``(N, latent_dim)`` predicted from waveforms ``(N, L)`` and labels ``(N,)``.
+    """Return latents ``(N, latent_dim)`` predicted from voices and labels ``(N,)``.
 
-    Uses the one voice -> face definition, :meth:`VoiceToFace.voice_latents`.
+    Voices: waveforms ``(N, L)`` and the clips' speaker embeddings ``(N, 256)`` (None when
+    not read); the model reads what it needs. Uses the one voice -> face definition,
+    :meth:`VoiceToFace.voice_latents`.
     """
-    return batched(models.voice_to_face.voice_latents, audio, emotion).double().numpy()
+    if pair.voice.uses_embedding and embeddings is None:
+        raise ValueError("this voice model reads the pretrained speaker embedding: give the "
+                         "embed stage's output (--embeddings)")
+    return batched(pair.voice_latents, audio, emotion, embeddings).double().numpy()
 
 
 def decode_latents(

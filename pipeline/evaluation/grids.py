@@ -45,6 +45,7 @@ def emotion_grid(models: Models, test: EncodedSplit, n_clips: int) -> Image.Imag
     picks = np.asarray(first)[np.unique(np.linspace(0, len(first) - 1, n_clips).round()
                                         .astype(int))]
     audio = test.audio[picks]
+    embeddings = None if test.embeddings is None else test.embeddings[picks]
     tiles = list(test.faces[picks])
     captions = [f"{test.labels['speaker_id'].iloc[i]} {test.labels['emotion'].iloc[i]}"
                 for i in picks]
@@ -53,6 +54,7 @@ def emotion_grid(models: Models, test: EncodedSplit, n_clips: int) -> Image.Imag
         variants = [(f"as {e}", torch.full((len(picks),), i))
                     for i, e in enumerate(models.face.emotions)]
     for caption, label in variants:
-        tiles += list(decode_latents(models.face, voice_latents(models, audio, label), label))
+        latents = voice_latents(models.voice_to_face, audio, embeddings, label)
+        tiles += list(decode_latents(models.face, latents, label))
         captions += [caption] * len(picks)
     return image_grid(tiles, ncols=len(picks), labels=captions, scale=GRID_SCALE)

@@ -38,12 +38,13 @@ The grids are drawn by :mod:`.grids`, the report's prose by :mod:`.report`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from pipeline.config import EvaluateParams
 from pipeline.evaluation.attributes import AttributeProbes, fit_attribute_probes
@@ -51,6 +52,7 @@ from pipeline.evaluation.baselines import (
     MEAN_FACE,
     MODEL,
     ORACLE,
+    RANDOM_SPEAKER,
     SEX_MEAN_FACE,
     baseline_predictions,
     sex_mean_face,
@@ -65,6 +67,7 @@ from pipeline.evaluation.encode import (
     voice_latents,
 )
 from pipeline.evaluation.grids import emotion_grid, speaker_grid
+from pipeline.evaluation.metrics import RetrievalResult
 from pipeline.evaluation.report import (
     CHANCE_ROW,
     CONFUSION_ROWS,
@@ -83,8 +86,16 @@ from pipeline.evaluation.scoring import (
     RowResult,
     evaluate_prediction,
 )
+from pipeline.evaluation.voice_alone import (
+    emotion_recognition,
+    enrolled_identification,
+    identification_json,
+    voice_alone_report,
+)
 from pipeline.images import placeholder_image, save_png
-from pipeline.loaders import has_emotion_labels, read_meta
+from pipeline.loaders import has_emotion_labels, read_meta, split_shards
+from pipeline.models.emotion_classifier import EmotionReading, load_emotion_classifier
+from pipeline.models.voice_to_face import VoiceToFace
 from pipeline.runtime import atomic_path, atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -97,6 +108,15 @@ EMOTIONS_PNG = "emotions.png"
 REPORT_MD = "report.md"
 TRAIN_SPEAKERS = "train_speakers"
 """``metrics.json`` key of :func:`training_speaker_fit`'s table."""
+VOICE_EMOTION = "model_voice_emotion"
+"""The row of the model's faces with the emotion read from the voice instead of the label."""
+IDENTIFICATION = "identification"
+"""``metrics.json`` key of :func:`enrolled_speakers`' top-k accuracies."""
+EMOTION_FROM_VOICE = "emotion_from_voice"
+"""``metrics.json`` key of the emotion classifier's accuracy on the test clips."""
+VOICE_CONFUSION = "voice"
+"""Plot data ``confusion_voice.json``: emotion read from the voice vs the label."""
+BASELINE_ROWS = (MEAN_FACE, RANDOM_SPEAKER, SEX_MEAN_FACE)
 EMOTION_KEY = "emotion"
 """``metrics.json`` key saying why emotion was not evaluated (absent when it was)."""
 NO_EMOTION_LABELS = "not evaluated: the dataset has no emotion labels"
@@ -116,44 +136,73 @@ def confusion_json(row: str) -> str:
 
 
 def build_predictions(
-    models: Models, train: EncodedSplit, test: EncodedSplit, seed: int
+    models: Models,
+    train: EncodedSplit,
+    test: EncodedSplit,
+    seed: int,
+    others: Mapping[str, VoiceToFace] | None = None,
+    voice_emotion: torch.Tensor | None = None,
 ) -> list[Prediction]:
-    """Return the model's, the oracle's and the baselines' latents, with decoded faces.
+    """Return the voice models', the oracle's and the baselines' latents, with decoded faces.
 
     Every row decodes each test clip's latent with that clip's labelled emotion (when the
-    face model takes one), so rows differ only in their latents.
+    face model takes one), so rows differ only in their latents; ``others`` (name -> voice
+    model) add a row each. With ``voice_emotion`` (the emotion labels read from each clip's
+    voice) the :data:`VOICE_EMOTION` row is the model's voice -> face with that emotion
+    instead of the label, in its latent and its decoded face: the face from the voice alone.
     """
     emotion = models.clip_emotions(test.emotion)
-    latents = {
-        MODEL: voice_latents(models, test.audio, emotion),
-        ORACLE: test.latents,
-        **baseline_predictions(train.latents, train.labels, test.labels, seed),
-    }
-    return [Prediction(name, z, decode_latents(models.face, z, emotion))
-            for name, z in latents.items()]
+    latents = {MODEL: voice_latents(models.voice_to_face, test.audio, test.embeddings, emotion)}
+    for name, pair in (others or {}).items():
+        latents[name] = voice_latents(pair, test.audio, test.embeddings, emotion)
+    latents |= {ORACLE: test.latents,
+                **baseline_predictions(train.latents, train.labels, test.labels, seed)}
+    predictions = [Prediction(name, z, decode_latents(models.face, z, emotion))
+                   for name, z in latents.items()]
+    if voice_emotion is not None:
+        z = voice_latents(models.voice_to_face, test.audio, test.embeddings, voice_emotion)
+        predictions.insert(1 + len(others or {}), Prediction(
+            VOICE_EMOTION, z, decode_latents(models.face, z, voice_emotion)))
+    return predictions
 
 
 def evaluate_models(
     dataset_dir: str | Path,
     face_path: str | Path,
-    voice_path: str | Path,
+    voice_path: str | Path | Mapping[str, str | Path],
     params: EvaluateParams,
     out_dir: str | Path,
+    embeddings_dir: str | Path | None = None,
+    emotion_path: str | Path | None = None,
 ) -> dict[str, dict[str, float | None]]:
     """Return the results table as written to ``metrics.json``, after writing every output.
+
+    ``voice_path``: one voice model file, or several by name (the first is the ``model``
+    row, the others a row each under their names). ``embeddings_dir``: the embed stage's
+    output (needed by voice models that read the speaker embedding, and for identification
+    by voice embedding). ``emotion_path``: the emotion classifier (train_emotion), for the
+    emotion read from the voice and the :data:`VOICE_EMOTION` row.
 
     Logs a WARNING (and says so in ``report.md``) when the model does not beat the mean-face
     baseline on R@1 in latent space; that is a finding, not a failure of the stage.
     """
     meta = read_meta(dataset_dir)
     emotions = list(meta["emotions"])
-    models = load_models(face_path, voice_path, meta)
-    train = encode_split(models, dataset_dir, "train", with_audio=True)
-    test = encode_split(models, dataset_dir, "test", with_audio=True)
+    voice_paths = (dict(voice_path) if isinstance(voice_path, Mapping)
+                   else {MODEL: voice_path})
+    primary, *extra = voice_paths
+    models = load_models(face_path, voice_paths[primary], meta)
+    others = {name: load_models(face_path, voice_paths[name], meta).voice_to_face
+              for name in extra}
+    train = encode_split(models, dataset_dir, "train", True, embeddings_dir)
+    test = encode_split(models, dataset_dir, "test", True, embeddings_dir)
     log.info("test split: %d clips of %d speakers; train: %d clips",
              len(test.labels), test.labels["speaker_id"].nunique(), len(train.labels))
     probes = fit_attribute_probes(train.latents, train.labels, emotions)
-    predictions = build_predictions(models, train, test, params.seed)
+    labelled = has_emotion_labels(meta)
+    reading = read_voice_emotion(emotion_path, test, emotions) if labelled else None
+    predictions = build_predictions(models, train, test, params.seed, others,
+                                    None if reading is None else reading.labels)
     held_out = HeldOut(test.labels, test.latents, test.faces)
     check = None
     if params.face_embedding:
@@ -169,24 +218,101 @@ def evaluate_models(
     per_clip = _per_clip(rows, check)
     _write_plots(rows, per_clip, test, out_dir)
     save_png(speaker_grid(test, predictions[0].faces, params.grid_clips), out_dir / SPEAKERS_PNG)
-    labelled = has_emotion_labels(meta)
     save_png(emotion_grid(models, test, params.emotion_grid_clips) if labelled
              else placeholder_image(f"No emotion grid: emotion {NO_EMOTION_LABELS}."),
              out_dir / EMOTIONS_PNG)
     notes = report_notes(meta, train.labels, test.labels, table, models.provenance, check,
                          beats)
+    if others:
+        notes.append(f"Voice models: `model` is `{models.provenance['voice'].get('model', '?')}`"
+                     f"; {', '.join(f'`{n}`' for n in others)}: a row each (voice -> the same "
+                     "face model, scored by the same code).")
+    if reading is not None:
+        notes.append(f"`{VOICE_EMOTION}` = `model` with the emotion read from each clip's "
+                     "voice (train_emotion's classifier) instead of its label, in the latent "
+                     "and the decoded face: the face from the voice alone. Its emotion "
+                     "agreement is the face probe's reading of those faces against the label.")
     if not labelled:
         notes.append(f"Emotion {NO_EMOTION_LABELS}: no emotion agreement, expression "
                      "clustering, confusion matrices or emotion grid (the face model is "
                      "unconditional; the confusion plot files hold no rows).")
+    identification = enrolled_speakers(dataset_dir, models, train, test, predictions,
+                                       embeddings_dir)
+    read = [] if reading is None else [emotions[i] for i in reading.labels]
+    recognition = (emotion_recognition(test.labels["emotion"].tolist(), read, emotions)
+                   if reading is not None else None)
+    atomic_write_json(out_dir / confusion_json(VOICE_CONFUSION),
+                      confusion_rows(test.labels["emotion"].tolist()[:len(read)], read))
     atomic_write_text(out_dir / REPORT_MD,
-                      evaluation_report(table, rows, per_clip, notes, fit, IMAGES))
+                      evaluation_report(table, rows, per_clip, notes, fit, IMAGES)
+                      + voice_alone_report(recognition, identification, emotion_path))
     metrics: dict[str, Any] = results_json(table)
     metrics[TRAIN_SPEAKERS] = results_json(fit)
+    metrics[IDENTIFICATION] = {name: identification_json(r) for name, r in identification.items()}
+    if recognition is not None:
+        metrics[EMOTION_FROM_VOICE] = recognition.to_json()
     if not labelled:
         metrics[EMOTION_KEY] = NO_EMOTION_LABELS
     atomic_write_json(out_dir / METRICS_JSON, metrics)
     return metrics
+
+
+def read_voice_emotion(
+    emotion_path: str | Path | None, test: EncodedSplit, emotions: Sequence[str]
+) -> EmotionReading | None:
+    """Return the emotion the classifier reads from each test clip's voice (None: no model).
+
+    Raises ``ValueError`` naming the file when it reads other emotions than the dataset's.
+    """
+    if emotion_path is None:
+        return None
+    classifier = load_emotion_classifier(emotion_path)
+    if list(classifier.emotions) != list(emotions):
+        raise ValueError(f"{emotion_path} reads emotions {list(classifier.emotions)}, the "
+                         f"dataset has {list(emotions)}")
+    reading = classifier.read(test.audio)
+    log.info("emotion read from the voice: %d of %d test clips agree with their label",
+             int((reading.labels == test.emotion).sum()), len(test.emotion))
+    return reading
+
+
+def enrolled_speakers(
+    dataset_dir: str | Path,
+    models: Models,
+    train: EncodedSplit,
+    test: EncodedSplit,
+    predictions: Sequence[Prediction],
+    embeddings_dir: str | Path | None,
+) -> dict[str, RetrievalResult]:
+    """Return top-k identification of each test voice among every dataset speaker (004).
+
+    Enrolled: the train, val and test speakers. Keys: ``voice_embedding`` (the clip's speaker
+    embedding against the speakers' mean embeddings, its own clip left out; only with
+    ``embeddings_dir``) and ``generated_face.<row>`` for each voice row (its latent against
+    the speakers' mean real-face latents).
+    """
+    splits = [train, test]
+    if split_shards(dataset_dir, "val"):
+        splits.insert(1, encode_split(models, dataset_dir, "val", False, embeddings_dir))
+    speakers = [s for split in splits for s in split.labels["speaker_id"]]
+    queries = test.labels["speaker_id"].tolist()
+    ks = (1, 5)
+    found: dict[str, RetrievalResult] = {}
+    single = sorted(s for s, n in test.labels["speaker_id"].value_counts().items() if n < 2)
+    if test.embeddings is not None and single:
+        log.warning("no identification by voice embedding: test speaker(s) %s have one clip, "
+                    "which leaves nothing to enrol them by", single)
+    elif test.embeddings is not None:
+        enrolled = np.concatenate([split.embeddings.numpy() for split in splits])
+        own = len(speakers) - len(test.labels) + np.arange(len(test.labels))
+        found["voice_embedding"] = enrolled_identification(
+            test.embeddings.numpy(), queries, enrolled, speakers, ks, left_out=own)
+    faces = np.concatenate([split.latents for split in splits])
+    for prediction in predictions:
+        if prediction.name not in (ORACLE, *BASELINE_ROWS):
+            found[f"generated_face.{prediction.name}"] = enrolled_identification(
+                prediction.latents, queries, faces, speakers, ks)
+    return found
 
 
 def training_speaker_fit(
@@ -202,7 +328,8 @@ def training_speaker_fit(
     held = HeldOut(train.labels, train.latents)
     sexes = train.labels["sex"].tolist()
     predictions = [
-        Prediction(MODEL, voice_latents(models, train.audio, models.clip_emotions(train.emotion))),
+        Prediction(MODEL, voice_latents(models.voice_to_face, train.audio, train.embeddings,
+                                        models.clip_emotions(train.emotion))),
         Prediction(SEX_MEAN_FACE, sex_mean_face(train.latents, sexes, sexes)),
     ]
     rows = [evaluate_prediction(p, held, probes, params) for p in predictions]

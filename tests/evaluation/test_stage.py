@@ -87,21 +87,24 @@ def make_models(root, conditional=True, constant_voice=False, emotions=EMOTIONS)
     return vae_path, voice_path
 
 
-def write_params(repo_root, path, **evaluate):
+def write_params(repo_root, path, voice_models=None, **evaluate):
     document = yaml.safe_load((repo_root / "params.yaml").read_text())
+    if voice_models:
+        document["train_voice"]["models"] = voice_models
     document["evaluate"].update({"clustering_runs": 3, "face_embedding": False,
                                  "grid_clips": 3, "emotion_grid_clips": 2, **evaluate})
     path.write_text(yaml.safe_dump(document))
     return path
 
 
-def run_cli(repo_root, tmp_path, vae, voice, **evaluate):
+def run_cli(repo_root, tmp_path, vae, voice, *extra, voice_models=None, **evaluate):
     out = tmp_path / "evaluate"
-    params = write_params(repo_root, tmp_path / "params.yaml", **evaluate)
+    params = write_params(repo_root, tmp_path / "params.yaml", voice_models, **evaluate)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    voices = ["--voice", str(voice)] if voice is not None else []
     result = subprocess.run(
         [sys.executable, "-m", "stages.evaluate", "--params", str(params),
-         "--dataset", str(tmp_path / "dataset"), "--vae", str(vae), "--voice", str(voice),
+         "--dataset", str(tmp_path / "dataset"), "--vae", str(vae), *voices, *extra,
          "--out", str(out)],
         cwd=repo_root, env=env, capture_output=True, text=True, timeout=120,
     )
@@ -126,7 +129,7 @@ def test_stage_writes_every_output_with_chance_levels_of_the_test_split(repo_roo
     out, stderr = run_cli(repo_root, inputs, vae_path, voice_path)
 
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics) == {*ROWS, "chance", "train_speakers"}
+    assert set(metrics) == {*ROWS, "chance", "train_speakers", "identification"}
     expected = {"latent.mse", "latent.cosine", "image.mse", "image.psnr", "image.ssim",
                 "latent.r@1", "latent.r@5", "latent.mean_rank", "latent.match",
                 "latent.match_same_sex", "attr.sex_agreement", "attr.age_mae",
@@ -154,6 +157,11 @@ def test_stage_writes_every_output_with_chance_levels_of_the_test_split(repo_roo
     _check_per_clip_and_plots(out)
     fit = metrics["train_speakers"]  # the diagnostic: the same scores on the training speakers
     assert set(fit) == {"model", "sex_mean_face", "chance"}
+    # no embeddings given: faces only; 12 enrolled speakers (train, val, test)
+    assert set(metrics["identification"]) == {"generated_face.model"}
+    assert metrics["identification"]["generated_face.model"]["top1_chance"] == pytest.approx(
+        1 / 12)
+    assert json.loads((out / "confusion_voice.json").read_text()) == []  # no classifier given
     assert fit["chance"]["latent.r@1"] == pytest.approx(1 / N_TRAIN_SPEAKERS)
     assert fit["chance"]["latent.mean_rank"] == pytest.approx((N_TRAIN_SPEAKERS + 1) / 2)
 
@@ -296,3 +304,66 @@ def test_mismatched_models_are_refused_naming_the_file(tmp_path):
                                                     "codes": ["00000011"] * 4})
     with pytest.raises(ValueError, match="VAE trained with emotion codes"):
         load_models(wrong, paths[FEATURES], meta)
+
+
+def test_every_voice_model_the_voice_emotion_and_identification_among_enrolled_speakers(
+    repo_root, inputs, deterministic_rng
+):
+    from pipeline.embed.table import clip_embeddings
+    from pipeline.loaders import load_split
+    from pipeline.models.embedding_voice import (
+        RIDGE_KIND,
+        EmbeddingRegressor,
+        EmbeddingRegressorConfig,
+    )
+    from pipeline.models.emotion_classifier import (
+        feature_matrix,
+        fit_emotion_classifier,
+        save_emotion_classifier,
+    )
+    from pipeline.models.files import save_model_file
+    from tests.factories import write_embeddings
+
+    vae_path, deeptalk = make_models(inputs)
+    voices = inputs / "voices"
+    (voices / "deeptalk").mkdir(parents=True)
+    (voices / "deeptalk" / "model.pt").write_bytes(deeptalk.read_bytes())
+    ridge = EmbeddingRegressor(EmbeddingRegressorConfig(out_dim=FEATURES)).eval()
+    save_model_file(voices / "ridge" / "model.pt", RIDGE_KIND, ridge, {"model": "ridge"})
+    # each speaker's embeddings: a speaker direction plus a little clip noise
+    direction = {s: deterministic_rng.standard_normal(256) for split in SPEAKERS.values()
+                 for s, _, _ in split}
+    embed = write_embeddings(inputs / "embed", {
+        f"{s}_{e}": direction[s] + 0.2 * deterministic_rng.standard_normal(256)
+        for s in direction for e in EMOTIONS})
+    train = load_split(inputs / "dataset", "train")
+    classifier = fit_emotion_classifier(feature_matrix(train.audio, 8000), train.emotion.numpy(),
+                                        EMOTIONS, 8000, 1.0)
+    emotion = save_emotion_classifier(inputs / "emotion.pt", classifier, {})
+
+    out, _ = run_cli(repo_root, inputs, vae_path, None, "--voices", str(voices),
+                     "--embeddings", str(embed), "--emotion-model", str(emotion),
+                     voice_models=["deeptalk", "ridge"])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {*ROWS, "ridge", "model_voice_emotion"} <= set(metrics)
+    test = load_split(inputs / "dataset", "test")
+    read = classifier.read(test.audio).labels
+    accuracy = float((read == test.emotion).float().mean())
+    assert metrics["emotion_from_voice"]["accuracy"] == pytest.approx(accuracy)
+    assert metrics["emotion_from_voice"]["chance"] == pytest.approx(0.25)
+    # the voice-emotion row's emotion agreement: the probe reads the code it was given
+    agreement = metrics["model_voice_emotion"]["attr.emotion_agreement"]
+    assert agreement == pytest.approx(accuracy, abs=0.2)
+    identification = metrics["identification"]
+    assert set(identification) == {"voice_embedding", "generated_face.model",
+                                   "generated_face.ridge", "generated_face.model_voice_emotion"}
+    assert identification["voice_embedding"]["top1"] == 1.0  # distinct speaker directions
+    assert identification["voice_embedding"]["top5_chance"] == pytest.approx(5 / 12)
+    assert clip_embeddings(embed, test.clip_id).shape == (N_TEST_CLIPS, 256)
+    report = (out / "report.md").read_text()
+    assert "## Emotion read from the voice (test clips)" in report
+    assert "## Identification among the enrolled speakers (004)" in report
+    assert "`model` is `?`; `ridge`: a row each" in report
+    confusion = json.loads((out / "confusion_voice.json").read_text())
+    assert len(confusion) == N_TEST_CLIPS
+
