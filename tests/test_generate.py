@@ -16,7 +16,7 @@ from pipeline.models.voice_to_face import (
     load_voice_to_face,
 )
 from pipeline.runtime import QuarantineError
-from stages.generate import main, stage_model_paths
+from stages.generate import main, stage_emotion_path, stage_model_paths
 from tests.conftest import REPO
 from tests.factories import speech_like, write_media, write_wav
 from tests.models.factories import save_vae, save_voice, tiny_vae
@@ -129,9 +129,12 @@ def test_audio_params_unlike_the_training_clips_are_refused(models, tmp_path, ca
 
 def test_default_model_paths_are_the_train_voice_stage_paths_in_dvc_yaml(repo_root):
     stages = yaml.safe_load((repo_root / "dvc.yaml").read_text())["stages"]
-    vae, voice = stage_model_paths(repo_root / "dvc.yaml")
-    assert vae in stages["train_vae"]["outs"] and vae in stages["train_voice"]["deps"]
-    assert voice in stages["train_voice"]["outs"]
+    vae, voice = stage_model_paths(repo_root / "dvc.yaml", repo_root / "params.yaml")
+    first = load_params(repo_root / "params.yaml", "train_voice").models[0]
+    each = stages["train_voice"]["do"]  # a foreach over train_voice.models
+    assert vae in stages["train_vae"]["outs"] and vae in each["deps"]
+    assert voice in [out.replace("${item}", first) for out in each["outs"]]
+    assert stage_emotion_path(repo_root / "dvc.yaml") in stages["train_emotion"]["outs"]
 
 
 def test_missing_model_file_is_a_usage_error(tmp_path, capsys):
@@ -223,3 +226,42 @@ def test_out_as_a_directory_is_a_usage_error_before_any_work(tmp_path, capsys):
     assert error.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1].endswith(
         f"error: --out {tmp_path}: is a directory; give the PNG file to write")
+
+
+def test_the_emotion_defaults_to_the_one_read_from_the_voice(models, grid_dir, tmp_path, caplog):
+    import re
+
+    from pipeline.models.emotion_classifier import (
+        feature_matrix,
+        fit_emotion_classifier,
+        save_emotion_classifier,
+    )
+    from tests.models.test_emotion_classifier import EMOTIONS, RATE, tone_clips
+
+    waves, labels = tone_clips(np.random.default_rng(0), speakers=2)
+    classifier = fit_emotion_classifier(feature_matrix(waves, RATE), labels, EMOTIONS, RATE, 1.0)
+    reader = save_emotion_classifier(tmp_path / "emotion.pt", classifier, {})
+    clip = sorted(grid_dir.glob("*.mpg"))[0]
+    model = load_voice_to_face(models["vae"], models["out"] / "model.pt")
+    audio = load_params(models["params"], "audio")
+
+    with caplog.at_level(logging.INFO, logger="stages.generate"):
+        assert generate(models, clip, tmp_path / "read.png", "--emotion-model", str(reader)) == 0
+    found = re.search(r"emotion read from the voice: (\w+) \(probability (\d\.\d\d)\)",
+                      caplog.text)
+    assert found and found.group(1) in EMOTIONS and 0.25 <= float(found.group(2)) <= 1.0
+    read = np.asarray(Image.open(tmp_path / "read.png"))
+    assert np.array_equal(read, to_uint8(generate_face(clip, model, found.group(1), audio)))
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="stages.generate"):
+        assert generate(models, clip, tmp_path / "sad.png", "--emotion", "SAD",
+                        "--emotion-model", str(reader)) == 0
+    assert "read from the voice" not in caplog.text and "emotion: SAD (given)" in caplog.text
+    sad = np.asarray(Image.open(tmp_path / "sad.png"))
+    assert np.array_equal(sad, to_uint8(generate_face(clip, model, "SAD", audio)))
+
+    with caplog.at_level(logging.ERROR, logger="stages.generate"):
+        assert generate(models, clip, tmp_path / "x.png", "--emotion-model",
+                        str(models["vae"])) == 2
+    assert "not a EmotionClassifier model file" in caplog.text
