@@ -1,22 +1,25 @@
-"""Helpers every stage shares: seeding, logging, atomic writes and the stage report."""
+"""Helpers every stage shares: seeding, logging, worker pools, atomic writes, stage reports."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import logging
+import multiprocessing
 import os
 import random
 import shutil
 import subprocess
 import tempfile
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,42 @@ def default_workers(requested: int) -> int:
     if requested > 0:
         return requested
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+MAX_CHUNK_ITEMS = 16
+"""Items a worker takes at once: fewer round trips for short items (audio, ~10 ms each)."""
+
+
+def map_items(function: Callable[[Item], Result], items: Sequence[Item], workers: int,
+              desc: str, unit: str = "clip") -> Iterator[tuple[Item, Result | QuarantineError]]:
+    """Yield ``(item, function(item))`` in input order; a :class:`QuarantineError` is the value.
+
+    The per-item boundary of a stage: a ``QuarantineError`` raised for one item comes back
+    in its place for the caller to record, anything else propagates. Runs in a pool of
+    ``workers`` forked processes (``function`` must pickle: a module-level function or a
+    ``functools.partial`` of one) when ``workers > 1``, in this process otherwise, with a
+    tqdm bar. The order is the input order whatever the worker count, so what the caller
+    writes from the results is the same bytes.
+    """
+    guarded = partial(_quarantine_boundary, function)
+    if workers <= 1 or len(items) <= 1:
+        results: Iterator = map(guarded, items)
+        yield from zip(items, tqdm(results, total=len(items), desc=desc, unit=unit), strict=True)
+        return
+    chunksize = max(1, min(MAX_CHUNK_ITEMS, len(items) // (workers * 4)))
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        results = pool.imap(guarded, items, chunksize=chunksize)
+        yield from zip(items, tqdm(results, total=len(items), desc=desc, unit=unit), strict=True)
+
+
+def _quarantine_boundary(function: Callable[[Item], Result],
+                         item: Item) -> Result | QuarantineError:
+    try:
+        return function(item)
+    except QuarantineError as error:
+        return error
 
 
 def git_revision(cwd: str | Path | None = None) -> str:
@@ -133,6 +172,11 @@ class QuarantineError(Exception):
         self.reason = reason
         self.detail = message
         self.source = str(source)
+
+    def __reduce__(self) -> tuple[type, tuple[str, str, str]]:
+        # Exception pickles its args (the formatted message) only: a worker process's error
+        # would fail to unpickle in the parent without this.
+        return type(self), (self.reason, self.detail, self.source)
 
 
 @dataclass(frozen=True)

@@ -28,10 +28,8 @@ whatever the worker count.
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import pickle
 import shutil
-from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -40,7 +38,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from tqdm import tqdm
 
 from pipeline.config import FacesParams, to_dict
 from pipeline.faces.crop import crop_face
@@ -57,10 +54,10 @@ from pipeline.faces.video import read_gray_frame
 from pipeline.images import image_grid, save_png
 from pipeline.runtime import (
     QuarantineError,
-    Rejection,
     StageReport,
     atomic_directory,
     default_workers,
+    map_items,
 )
 from pipeline.schemas import FACES, conform
 from pipeline.shards import ShardWriter
@@ -203,35 +200,10 @@ def select_clip(job: ClipJob, reference: Reference, n_faces: int,
     }, conform(curves, FRAME_SCORES), n_refined
 
 
-def _guarded(function: Callable, job: ClipJob, *args: Any) -> Any:
-    """Run ``function(job, *args)``; return a :class:`Rejection` instead of raising one.
-
-    QuarantineError does not survive pickling back from a worker, so it travels as data.
-    """
-    try:
-        return function(job, *args)
-    except QuarantineError as error:
-        return Rejection(job.clip_id, error.reason, error.detail, error.source or job.video)
-
-
-def _track_task(job: ClipJob, params: FacesParams) -> TrackSummary | Rejection:
-    return _guarded(track_clip, job, params)
-
-
-def _select_task(task: tuple[ClipJob, Reference, int], params: FacesParams) -> Any:
+def _select_task(task: tuple[ClipJob, Reference, int],
+                 params: FacesParams) -> tuple[dict[str, Any], pa.Table, int]:
     job, reference, n_faces = task
-    return _guarded(select_clip, job, reference, n_faces, params)
-
-
-def _parallel_map(function: Callable, items: Iterable, n_items: int, workers: int,
-                  desc: str) -> Iterator:
-    """Yield ``function(item)`` in input order, from a process pool when ``workers > 1``."""
-    if workers <= 1:
-        yield from tqdm(map(function, items), total=n_items, desc=desc, unit="clip")
-        return
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
-        yield from tqdm(pool.imap(function, items, chunksize=1), total=n_items, desc=desc,
-                        unit="clip")
+    return select_clip(job, reference, n_faces, params)
 
 
 def read_jobs(catalogue: str | Path, spill_dir: Path,
@@ -326,10 +298,10 @@ def _track_all(jobs: list[ClipJob], params: FacesParams, workers: int,
                report: StageReport) -> dict[str, TrackSummary]:
     """Run pass 1; return the summaries of the clips that have a usable face track."""
     summaries: dict[str, TrackSummary] = {}
-    track = partial(_track_task, params=params)
-    for result in _parallel_map(track, jobs, len(jobs), workers, "landmarks"):
-        if isinstance(result, Rejection):
-            report.reject(result.item, result.reason, result.detail, result.source)
+    track = partial(track_clip, params=params)
+    for job, result in map_items(track, jobs, workers, "landmarks"):
+        if isinstance(result, QuarantineError):
+            _reject(report, job, result)
         else:
             summaries[result.clip_id] = result
             report.count("frames", result.n_frames)
@@ -346,9 +318,9 @@ def _select_all(tasks: list[tuple[ClipJob, Reference, int]], params: FacesParams
     sample = set(np.linspace(0, len(tasks) - 1, n_sample).round().astype(int).tolist())
     sheet_rows, batch = [], []
     select = partial(_select_task, params=params)
-    for i, result in enumerate(_parallel_map(select, tasks, len(tasks), workers, "faces")):
-        if isinstance(result, Rejection):
-            report.reject(result.item, result.reason, result.detail, result.source)
+    for i, ((job, _, _), result) in enumerate(map_items(select, tasks, workers, "faces")):
+        if isinstance(result, QuarantineError):
+            _reject(report, job, result)
             continue
         result, frames, n_refined = result
         curves.write(frames)
@@ -366,3 +338,7 @@ def _select_all(tasks: list[tuple[ClipJob, Reference, int]], params: FacesParams
     if batch:
         writer.write(pa.Table.from_pylist(batch, schema=FACES))
     return sheet_rows
+
+
+def _reject(report: StageReport, job: ClipJob, error: QuarantineError) -> None:
+    report.reject(job.clip_id, error.reason, error.detail, error.source or job.video)
