@@ -34,7 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from pipeline.config import DemoCorpusParams, FacesParams  # noqa: E402
-from pipeline.faces.landmarks import detect_faces, dlib_models, predict_landmarks  # noqa: E402
+from pipeline.dlib_models import face_detector, load_model  # noqa: E402
+from pipeline.faces.landmarks import detect_faces, predict_landmarks  # noqa: E402
 from pipeline.faces.stage import run_faces  # noqa: E402
 from pipeline.faces.video import iter_gray_frames  # noqa: E402
 from tests.factories import make_catalogue  # noqa: E402
@@ -77,7 +78,7 @@ def end_to_end(videos: list[Path], work: Path, params: FacesParams) -> tuple[int
 
 def compare(name: str, videos: list[Path], work: Path, repeat: int) -> float:
     """Print the four rates (median of ``repeat`` interleaved rounds); return end-to-end's."""
-    dlib_models()  # load once, outside every timing
+    face_detector(), load_model("landmarks_68")  # load once, outside every timing
     decode_only(videos[:1])  # warm the file cache
     dense = FacesParams(workers=1, sheet_samples=0, landmark_every=1)
     params = replace(dense, landmark_every=FacesParams().landmark_every)

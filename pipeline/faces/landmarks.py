@@ -28,7 +28,6 @@ The HOG detector costs ~19 ms on a 480x360 frame and the 68-point shape predicto
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,7 +38,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.config import FacesParams
-from pipeline.dlib_models import model_path
+from pipeline.dlib_models import face_detector, load_model
 from pipeline.faces.video import iter_gray_frames, iter_gray_frames_between, iter_timed_frames
 
 log = logging.getLogger(__name__)
@@ -97,13 +96,6 @@ class FaceTrack:
         return len(self.landmarks)
 
 
-@functools.lru_cache(maxsize=1)
-def dlib_models() -> tuple[dlib.fhog_object_detector, dlib.shape_predictor]:
-    """Return the HOG face detector and the 68-point shape predictor (loaded once per process)."""
-    predictor = dlib.shape_predictor(str(model_path("landmarks_68")))
-    return dlib.get_frontal_face_detector(), predictor
-
-
 def _rescale(frame: np.ndarray, scale: float) -> np.ndarray:
     if scale == 1.0:
         return np.ascontiguousarray(frame)  # decoded frames may be strided views
@@ -120,8 +112,7 @@ def detect_faces(frame: np.ndarray, scale: float) -> list[tuple[int, int, int, i
 
     The detector sees ``frame`` resized by ``scale``; boxes are mapped back to the frame.
     """
-    detector, _ = dlib_models()
-    found = detector(_rescale(frame, scale), 0)
+    found = face_detector()(_rescale(frame, scale), 0)
     boxes = [
         (round(r.left() / scale), round(r.top() / scale),
          round(r.right() / scale), round(r.bottom() / scale))
@@ -132,7 +123,7 @@ def detect_faces(frame: np.ndarray, scale: float) -> list[tuple[int, int, int, i
 
 def predict_landmarks(frame: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
     """Return the ``(68, 2)`` float32 landmarks of the face in ``box`` of ``frame``."""
-    _, predictor = dlib_models()
+    predictor = load_model("landmarks_68")
     left, top, right, bottom = box
     pad = (right - left) // 4  # the predictor reads pixels a little outside its box
     x0, y0 = max(0, left - pad), max(0, top - pad)

@@ -13,12 +13,12 @@ import yaml
 from PIL import Image
 
 from pipeline.config import DemoCorpusParams, FacesParams, to_dict
+from pipeline.dlib_models import load_model
 from pipeline.download.demo.corpus import write_corpus
 from pipeline.faces.crop import crop_face
 from pipeline.faces.landmarks import (
     _Tracker,
     box_from_landmarks,
-    dlib_models,
     fill_landmarks,
     points_array,
     predict_landmarks,
@@ -209,7 +209,7 @@ def test_fill_landmarks_refits_landmarks_predicted_from_a_detector_box(grid_trac
 def test_points_array_reads_dlib_points_exactly(grid_track):
     path, dense = grid_track
     frame = read_gray_frame(path, 20)
-    _, predictor = dlib_models()
+    predictor = load_model("landmarks_68")
     left, top, right, bottom = box_from_landmarks(dense.landmarks[20])
     shape = predictor(np.ascontiguousarray(frame), dlib.rectangle(left, top, right, bottom))
     expected = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
