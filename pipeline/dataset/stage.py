@@ -278,7 +278,8 @@ def _meta(table: pa.Table, params: DatasetParams) -> dict:
                        if k in ("clips", "speakers")} for s in SPLITS},
         "split_mode": params.split_mode,
     }
-    assert tuple(meta) == DATASET_META_KEYS
+    if tuple(meta) != DATASET_META_KEYS:  # a code error: the keys drifted from the schema
+        raise RuntimeError(f"meta.json keys {tuple(meta)} differ from {DATASET_META_KEYS}")
     return meta
 
 
