@@ -179,6 +179,21 @@ class QuarantineError(Exception):
         return type(self), (self.reason, self.detail, self.source)
 
 
+class EmptyOutputError(RuntimeError):
+    """A stage's output would be empty, or less than the next stage needs.
+
+    Raised after the stage wrote its report and quarantine table (so they can be read); the
+    message says what is missing, the counts per quarantine reason and where the report is.
+    """
+
+    def __init__(self, problem: str, report: StageReport, out_dir: str | Path) -> None:
+        reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(report.reasons().items()))
+        super().__init__(
+            f"{report.stage}: {problem}; quarantined by reason: {reasons or 'none'}; "
+            f"see {Path(out_dir) / REPORT_JSON} and {QUARANTINE_PARQUET}"
+        )
+
+
 @dataclass(frozen=True)
 class Rejection:
     """One quarantined item: what, why, and where it came from."""

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 from pipeline.audio.prepare import PreparedAudio, prepare_audio
 from pipeline.config import AudioParams
 from pipeline.runtime import (
+    EmptyOutputError,
     QuarantineError,
     StageReport,
     atomic_directory,
@@ -58,7 +59,8 @@ def process_catalogue(
 
     Writes ``<out_dir>/audio-NNNNN.parquet`` (:data:`pipeline.schemas.AUDIO`, sorted by
     clip id), ``report.json`` and ``quarantine.parquet``. The output is the same whatever
-    ``params.workers`` is.
+    ``params.workers`` is. Raises :class:`~pipeline.runtime.EmptyOutputError` (after writing
+    them) when no clip's audio is kept.
     """
     catalogue = Path(catalogue)
     rows = sorted(pq.read_table(catalogue).to_pylist(), key=lambda r: r["clip_id"])
@@ -96,4 +98,6 @@ def process_catalogue(
         report.write(tmp)
     log.info("audio: %d written, %d quarantined %s", report.counts["written"],
              report.n_rejected, dict(report.reasons()))
+    if not report.counts["written"]:
+        raise EmptyOutputError(f"no audio kept of {len(rows)} clips", report, out_dir)
     return report

@@ -53,6 +53,7 @@ from pipeline.faces.selection import (
 from pipeline.faces.video import read_gray_frame
 from pipeline.images import image_grid, save_png
 from pipeline.runtime import (
+    EmptyOutputError,
     QuarantineError,
     StageReport,
     atomic_directory,
@@ -267,7 +268,8 @@ def run_faces(catalogue: str | Path, out_dir: str | Path, params: FacesParams) -
 
     Writes ``faces-NNNNN.parquet`` (:data:`~pipeline.schemas.FACES`, sorted by clip id),
     ``contact_sheet.png``, ``report.json`` and ``quarantine.parquet`` into ``out_dir``,
-    which is replaced atomically.
+    which is replaced atomically. Raises :class:`~pipeline.runtime.EmptyOutputError` (after
+    writing them) when no clip yields a face.
     """
     report = StageReport("faces")
     workers = default_workers(params.workers)
@@ -291,6 +293,8 @@ def run_faces(catalogue: str | Path, out_dir: str | Path, params: FacesParams) -
         # byte-identical whatever the machine; dvc.lock pins the code.
         report.info.update({"params": to_dict(params), "shards": len(writer.paths)})
         report.write(tmp)
+    if not report.counts["selected"]:
+        raise EmptyOutputError(f"no face kept of {report.counts['clips']} clips", report, out_dir)
     return report
 
 

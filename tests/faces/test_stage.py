@@ -393,6 +393,32 @@ def test_output_is_identical_whatever_the_worker_count(tmp_path, grid_dir, mead_
     assert faces["clip_id"] == sorted(r["clip_id"] for r in rows if r["clip_id"] != "zero")
 
 
+@pytest.mark.parametrize(("clips", "expected"), [
+    (("bad_empty", "bad_audio_only"), "no face kept of 2 clips; quarantined by reason: "
+                                      "decode_error 1, no_video 1"),
+    ((), "no face kept of 0 clips; quarantined by reason: none"),  # a header-only catalogue
+])
+def test_stage_cli_fails_when_no_clip_yields_a_face_after_writing_the_report(tmp_path, clips,
+                                                                            expected):
+    (tmp_path / "empty.flv").touch()
+    rows = {"bad_empty": {"clip_id": "bad_empty", "video_path": str(tmp_path / "empty.flv")},
+            "bad_audio_only": {"clip_id": "bad_audio_only", "video_path": None}}
+    catalogue = make_catalogue(tmp_path, [rows[clip] for clip in clips])
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump({"faces": to_dict(FacesParams(workers=2))}))
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-m", "stages.faces", "--params", str(params_file),
+                           "--catalogue", str(catalogue), "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 1, done.stderr
+    assert (f"faces: {expected}; see {out / 'report.json'} and quarantine.parquet"
+            in done.stderr)
+    assert "Traceback" not in done.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["quarantine.parquet", "report.json"]
+    quarantined = pq.read_table(out / "quarantine.parquet").column("item").to_pylist()
+    assert quarantined == sorted(clips)
+
+
 # --- ground truth: the embedded demo corpus ------------------------------------------------
 
 DEMO = DemoCorpusParams(n_speakers=4, sentences=("IEO",))  # 16 clips, 12 non-neutral
