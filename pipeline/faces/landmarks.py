@@ -55,6 +55,9 @@ MAX_SIZE_CHANGE = 1.5
 predicted from did not fit a face: a lost track. (On 83 GRID, MEAD and demo clips the
 ratio stays within 0.83-1.28, coarse detector boxes included.)"""
 
+SMALL_FACE_PROBES = 3
+"""Frames :func:`find_small_face` searches (at ~0.3 s each on a 480x360 frame at 4x)."""
+
 
 @dataclass(frozen=True)
 class FaceTrack:
@@ -317,6 +320,29 @@ def track_face(path: str | Path, params: FacesParams) -> FaceTrack:
         seek_pos=np.array([t[1] for t in timeline], dtype=np.int64),
         unrefined=np.isin(np.arange(len(landmarks)), unrefined),
     )
+
+
+def find_small_face(path: str | Path, n_frames: int, params: FacesParams) -> int:
+    """Return the width (source pixels) of the widest face a finer detector scale finds.
+
+    For a clip where :func:`track_face` found no face: the detector runs once more at twice
+    ``max_detect_scale`` on :data:`SMALL_FACE_PROBES` frames spread over the clip (0: none
+    there either). It tells a face too small for the stage's scales (a 24 px face, 48 px at
+    2x, is below the HOG detector's ~80 px window) from no face at all. The width is
+    measured as the tracker's: the box fitted to the face's landmarks.
+    """
+    if n_frames == 0:
+        return 0
+    scale = 2.0 * params.max_detect_scale
+    probes = set(np.linspace(0, n_frames - 1, min(SMALL_FACE_PROBES, n_frames)).round()
+                 .astype(int).tolist())
+    widest = 0
+    for index, frame in enumerate(iter_gray_frames(path, max(probes) + 1)):
+        boxes = detect_faces(frame, scale) if index in probes else []
+        if boxes:
+            left, _, right, _ = box_from_landmarks(predict_landmarks(frame, boxes[0]))
+            widest = max(widest, right - left)
+    return widest
 
 
 def fill_landmarks(path: str | Path, landmarks: np.ndarray, boxes: np.ndarray,

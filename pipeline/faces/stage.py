@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 
 from pipeline.config import FacesParams, to_dict
 from pipeline.faces.crop import crop_face
-from pipeline.faces.landmarks import FaceTrack, fill_landmarks, track_face
+from pipeline.faces.landmarks import FaceTrack, fill_landmarks, find_small_face, track_face
 from pipeline.faces.scores import canonical_shapes, contour_yaw, fit_pose_model, pose_design
 from pipeline.faces.selection import (
     SMOOTHING_FRAMES,
@@ -132,7 +132,7 @@ def track_clip(job: ClipJob, params: FacesParams) -> TrackSummary:
     """
     track = track_face(job.video, params)
     if track.max_face_width == 0:
-        raise QuarantineError("no_face", f"no face in {track.n_frames} frames", job.video)
+        _raise_small_or_no_face(job, track.n_frames, params)
     if track.max_face_width < params.min_face_px:
         raise QuarantineError(
             "face_too_small",
@@ -149,6 +149,20 @@ def track_clip(job: ClipJob, params: FacesParams) -> TrackSummary:
     design = pose_design(yaw[frontal], params.max_yaw_deg)
     return TrackSummary(job.clip_id, track.n_frames, track.n_faces, track.n_predictions,
                         design.T @ design, design.T @ shapes, int(frontal.sum()))
+
+
+def _raise_small_or_no_face(job: ClipJob, n_frames: int, params: FacesParams) -> None:
+    """Raise ``face_too_small`` where a finer detector scale finds a face, else ``no_face``."""
+    width = find_small_face(job.video, n_frames, params)
+    if width == 0:
+        raise QuarantineError("no_face", f"no face in {n_frames} frames", job.video)
+    raise QuarantineError(
+        "face_too_small",
+        f"widest face {width} px (faces.min_face_px={params.min_face_px}) found only at "
+        f"detector scale {2 * params.max_detect_scale:g}, above faces.max_detect_scale="
+        f"{params.max_detect_scale:g}",
+        job.video,
+    )
 
 
 def select_clip(job: ClipJob, reference: Reference, n_faces: int,
@@ -268,8 +282,9 @@ def run_faces(catalogue: str | Path, out_dir: str | Path, params: FacesParams) -
 
     Writes ``faces-NNNNN.parquet`` (:data:`~pipeline.schemas.FACES`, sorted by clip id),
     ``contact_sheet.png``, ``report.json`` and ``quarantine.parquet`` into ``out_dir``,
-    which is replaced atomically. Raises :class:`~pipeline.runtime.EmptyOutputError` (after
-    writing them) when no clip yields a face.
+    which is replaced atomically.
+    Raises :class:`~pipeline.runtime.EmptyOutputError` (after writing them) when no clip
+    yields a face.
     """
     report = StageReport("faces")
     workers = default_workers(params.workers)

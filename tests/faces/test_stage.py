@@ -1,5 +1,6 @@
 import json
 import math
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -267,6 +268,28 @@ def bad_inputs(tmp: Path, grid: Path) -> dict[str, tuple[dict, str]]:
     return {clip: ({"clip_id": clip, "video_path": str(p) if p else None,
                     "audio_path": str(voice)}, reason)
             for clip, (p, reason) in rows.items()}
+
+
+def test_a_face_too_small_to_detect_is_too_small_not_absent(tmp_path, grid_dir):
+    tiny = tmp_path / "tiny.mp4"  # face ~24 px wide: 48 px at the 2x scale, below HOG's window
+    ffmpeg("-i", str(grid_dir / "lbax4n.mpg"), "-an", "-vf", "scale=60:48,pad=640:480:290:216",
+           "-c:v", "libx264", "-preset", "ultrafast", str(tiny))
+    pattern = tmp_path / "testsrc.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=480x360:rate=30", "-t", "1", "-c:v", "libx264",
+           "-preset", "ultrafast", str(pattern))
+    catalogue = make_catalogue(tmp_path, [
+        {"clip_id": "good", "video_path": str(grid_dir / "lbax4n.mpg")},
+        {"clip_id": "pattern", "video_path": str(pattern)},
+        {"clip_id": "tiny", "video_path": str(tiny)}])
+    params = FacesParams(workers=1)
+    report = run_faces(catalogue, tmp_path / "out", params)
+    assert report.counts["selected"] == 1
+    rejected = {r.item: r for r in report.rejections}
+    assert rejected["pattern"].reason == "no_face"
+    assert rejected["tiny"].reason == "face_too_small"
+    match = re.fullmatch(r"widest face (\d+) px \(faces.min_face_px=40\) found only at detector "
+                         r"scale 4, above faces.max_detect_scale=2", rejected["tiny"].detail)
+    assert match and 18 <= int(match[1]) <= 30, rejected["tiny"].detail
 
 
 REAL_PARAMS = FacesParams(min_face_px=80, workers=2, sheet_samples=48)
