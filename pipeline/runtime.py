@@ -8,6 +8,7 @@ import logging
 import multiprocessing
 import os
 import random
+import re
 import shutil
 import subprocess
 import tempfile
@@ -151,6 +152,24 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def remove_stale_temporaries(path: str | Path) -> list[Path]:
+    """Delete what killed runs of :func:`atomic_directory` left beside ``path``; return it.
+
+    Only the names ``atomic_directory(path)`` makes match (``.<name>.`` + tempfile's 8
+    random characters + ``.tmp``): other files and other outputs' temporaries stay. For a
+    stage's start: the stage owns its output (DVC runs a repository's stages one at a time).
+    """
+    path = Path(path)
+    ours = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.tmp")
+    siblings = path.parent.iterdir() if path.parent.is_dir() else iter(())
+    stale = sorted(p for p in siblings
+                   if ours.fullmatch(p.name) and p.is_dir() and not p.is_symlink())
+    for directory in stale:
+        log.info("removing %s, left by a killed run", directory)
+        shutil.rmtree(directory)
+    return stale
 
 
 def _mode_from_umask(mode: int) -> int:

@@ -2,6 +2,8 @@ import json
 import os
 import pickle
 import random
+import subprocess
+import sys
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -15,8 +17,10 @@ from pipeline.runtime import (
     atomic_path,
     atomic_write_json,
     map_items,
+    remove_stale_temporaries,
     seed_everything,
 )
+from tests.conftest import REPO
 
 
 def test_seed_everything_repeats_every_generator():
@@ -83,6 +87,25 @@ def test_quarantine_error_survives_pickling():
     error = pickle.loads(pickle.dumps(QuarantineError("no_audio", "no audio stream", "x.flv")))
     assert (error.reason, error.detail, error.source) == ("no_audio", "no audio stream", "x.flv")
     assert str(error) == "x.flv: no audio stream"
+
+
+def test_remove_stale_temporaries_takes_only_what_atomic_directory_left(tmp_path):
+    # A run killed inside atomic_directory (os._exit skips every cleanup, as SIGKILL does).
+    code = ("import os, sys\nfrom pipeline.runtime import atomic_directory\n"
+            "with atomic_directory(sys.argv[1]) as tmp:\n"
+            "    (tmp / 'spill').write_text('x')\n    os._exit(9)\n")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "faces")], cwd=REPO)
+    assert done.returncode == 9
+    (killed,) = tmp_path.glob(".faces.*.tmp")
+    (tmp_path / "faces").mkdir()  # the last good output
+    for name in (".faces.keep.tmp", ".faces2.abcdefgh.tmp", ".audio.abcdefgh.tmp",
+                 ".faces.abcdefgh.tmp.old"):
+        (tmp_path / name).mkdir()
+    (tmp_path / ".faces.abcdefg_.tmp").write_text("a file, not a directory")
+    kept = sorted(p.name for p in tmp_path.iterdir() if p != killed)
+    assert remove_stale_temporaries(tmp_path / "faces") == [killed]
+    assert sorted(p.name for p in tmp_path.iterdir()) == kept
+    assert remove_stale_temporaries(tmp_path / "absent" / "faces") == []
 
 
 def _square_unless_odd(n: int) -> int:

@@ -21,6 +21,7 @@ from pipeline.runtime import (
     atomic_directory,
     default_workers,
     map_items,
+    remove_stale_temporaries,
 )
 from pipeline.schemas import AUDIO
 from pipeline.shards import ShardWriter
@@ -74,6 +75,7 @@ def process_catalogue(
             items.append((row["clip_id"], str(path)))
     workers = default_workers(params.workers)
     stats = {"original_s": 0.0, "speech_s": 0.0, "truncated": 0}
+    remove_stale_temporaries(out_dir)
     with atomic_directory(out_dir) as tmp:
         with ShardWriter(tmp, "audio", AUDIO, params.shard_mb * 2**20, ROW_GROUP_ROWS) as shards:
             prepare = partial(_prepare_item, params=params)

@@ -59,6 +59,7 @@ from pipeline.runtime import (
     atomic_directory,
     default_workers,
     map_items,
+    remove_stale_temporaries,
 )
 from pipeline.schemas import FACES, conform
 from pipeline.shards import ShardWriter
@@ -282,12 +283,13 @@ def run_faces(catalogue: str | Path, out_dir: str | Path, params: FacesParams) -
 
     Writes ``faces-NNNNN.parquet`` (:data:`~pipeline.schemas.FACES`, sorted by clip id),
     ``contact_sheet.png``, ``report.json`` and ``quarantine.parquet`` into ``out_dir``,
-    which is replaced atomically.
+    which is replaced atomically (what a killed run left beside it is removed first).
     Raises :class:`~pipeline.runtime.EmptyOutputError` (after writing them) when no clip
     yields a face.
     """
     report = StageReport("faces")
     workers = default_workers(params.workers)
+    remove_stale_temporaries(out_dir)  # a killed run's spill files can be large
     with atomic_directory(out_dir) as tmp:
         spill = tmp / ".tracks"
         spill.mkdir()

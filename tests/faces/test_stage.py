@@ -3,6 +3,7 @@ import math
 import re
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -440,6 +441,28 @@ def test_stage_cli_fails_when_no_clip_yields_a_face_after_writing_the_report(tmp
     assert sorted(p.name for p in out.iterdir()) == ["quarantine.parquet", "report.json"]
     quarantined = pq.read_table(out / "quarantine.parquet").column("item").to_pylist()
     assert quarantined == sorted(clips)
+
+
+def test_a_killed_run_leaves_a_temporary_that_the_next_run_removes(tmp_path, grid_dir):
+    rows = [{"clip_id": p.stem, "video_path": str(p)} for p in sorted(grid_dir.glob("*.mpg"))[:5]]
+    catalogue = make_catalogue(tmp_path / "download", rows)
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump({"faces": to_dict(FacesParams(workers=1))}))
+    command = [sys.executable, "-m", "stages.faces", "--params", str(params_file),
+               "--catalogue", str(catalogue), "--out", str(tmp_path / "faces")]
+    run = subprocess.Popen(command, cwd=REPO, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".faces.*.tmp/.tracks/*.pickle")):  # pass 1 under way
+        assert run.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    run.kill()
+    run.wait()
+    (stale,) = tmp_path.glob(".faces.*.tmp")
+    assert not (tmp_path / "faces").exists()
+    subprocess.run(command, cwd=REPO, check=True, capture_output=True)
+    assert not stale.exists() and list(tmp_path.glob(".faces.*")) == []
+    faces = pq.read_table(tmp_path / "faces" / "faces-00000.parquet").column("clip_id")
+    assert faces.to_pylist() == [row["clip_id"] for row in rows]
 
 
 # --- ground truth: the embedded demo corpus ------------------------------------------------
