@@ -23,7 +23,8 @@ The HOG detector costs ~19 ms on a 480x360 frame and the 68-point shape predicto
   count as that frame's coarse landmarks (:attr:`FaceTrack.unrefined`), and are refitted
   only where pass 2 wants the frame: refitting each in pass 1 cost one call per clip;
 - :func:`fill_landmarks` later measures every frame of a few short windows (around the
-  coarse choice, :mod:`pipeline.faces.stage`), chaining the box frame to frame as a dense track.
+  coarse choice, :func:`pipeline.faces.selection.refine_windows`), chaining the box frame to
+  frame as a dense track.
 """
 
 from __future__ import annotations
