@@ -320,7 +320,7 @@ def _track_all(jobs: list[ClipJob], params: FacesParams, workers: int,
     """Run pass 1; return the summaries of the clips that have a usable face track."""
     summaries: dict[str, TrackSummary] = {}
     track = partial(track_clip, params=params)
-    for job, result in map_items(track, jobs, workers, "landmarks"):
+    for job, result in map_items(track, jobs, workers, "landmarks", max_chunk=1):
         if isinstance(result, QuarantineError):
             _reject(report, job, result)
         else:
@@ -339,7 +339,8 @@ def _select_all(tasks: list[tuple[ClipJob, Reference, int]], params: FacesParams
     sample = set(np.linspace(0, len(tasks) - 1, n_sample).round().astype(int).tolist())
     sheet_rows, batch = [], []
     select = partial(_select_task, params=params)
-    for i, ((job, _, _), result) in enumerate(map_items(select, tasks, workers, "faces")):
+    results = map_items(select, tasks, workers, "faces", max_chunk=1)
+    for i, ((job, _, _), result) in enumerate(results):
         if isinstance(result, QuarantineError):
             _reject(report, job, result)
             continue
