@@ -35,7 +35,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 from tqdm import tqdm
 
-from pipeline.runtime import atomic_path, git_revision
+from pipeline.models.files import save_payload
+from pipeline.runtime import git_revision
 
 log = logging.getLogger(__name__)
 
@@ -338,8 +339,7 @@ def save_checkpoint(path: str | Path, state: FitState, provenance: Mapping[str, 
             "torch_version": str(torch.__version__),
         },
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    save_payload(path, payload)
     log.info("checkpoint: epoch %d -> %s", state.epoch, path)
     return Path(path)
 

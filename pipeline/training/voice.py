@@ -65,10 +65,11 @@ from pipeline.config import TrainVoiceParams, to_dict
 from pipeline.evaluation.metrics import retrieval_metrics, score_speakers, speaker_gallery
 from pipeline.images import image_grid, save_png
 from pipeline.loaders import SplitTensors, load_split, read_meta
+from pipeline.models.files import save_payload
 from pipeline.models.vae import FaceVAE, load_vae
 from pipeline.models.voice_encoder import VoiceEncoder, VoiceEncoderConfig, save_voice_encoder
 from pipeline.models.voice_to_face import VoiceToFace, vae_emotion_codes
-from pipeline.runtime import atomic_path, git_revision
+from pipeline.runtime import git_revision
 from pipeline.training.fit import (
     RESUME_IGNORED,
     Callback,
@@ -228,8 +229,8 @@ class BestWeights(Callback):
         self.epoch, self.value = state.epoch, float(value)
         self.state = {k: v.detach().cpu().clone() for k, v in state.model.state_dict().items()}
         if self.path is not None:
-            with atomic_path(self.path) as tmp:
-                torch.save({"epoch": self.epoch, "value": self.value, "model": self.state}, tmp)
+            save_payload(self.path, {"epoch": self.epoch, "value": self.value,
+                                     "model": self.state})
 
     def restore(self, model: nn.Module) -> int:
         """Return the best epoch (0: none seen) after loading its weights into ``model``."""
