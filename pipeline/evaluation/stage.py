@@ -484,9 +484,8 @@ def report_notes(
     ]
     notes += _descriptor_notes(table, check)
     vae, voice = models.provenance["vae"], models.provenance["voice"]
-    notes.append(f"Models: VAE epoch {vae.get('epoch', '?')} at {vae.get('git_revision', '?')}; "
-                 f"voice encoder at {voice.get('git_revision', '?')} "
-                 f"(epoch {voice.get('epoch', '?')}).")
+    notes.append(f"Models: VAE epoch {vae.get('epoch', '?')}, voice encoder epoch "
+                 f"{voice.get('epoch', '?')}; dvc.lock pins the code and data that made them.")
     return notes
 
 

@@ -69,7 +69,6 @@ from pipeline.models.files import save_payload
 from pipeline.models.vae import FaceVAE, load_vae
 from pipeline.models.voice_encoder import VoiceEncoder, VoiceEncoderConfig, save_voice_encoder
 from pipeline.models.voice_to_face import VoiceToFace, vae_emotion_codes
-from pipeline.runtime import git_revision
 from pipeline.training.fit import (
     RESUME_IGNORED,
     Callback,
@@ -436,7 +435,6 @@ def train_voice(
         "audio_samples": int(meta["audio_samples"]), "targets": "vae.features (standardised "
         "in training, folded back)" if params.standardize_targets else "vae.features",
         "epoch": epoch, "epochs_trained": state.epoch, "global_step": state.global_step,
-        "git_revision": git_revision(),
         "metrics": metrics,
     })
     save_png(voice_to_face_grid(model, val, params.grid_clips), out_dir / GRID_PNG)
