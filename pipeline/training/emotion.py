@@ -25,7 +25,7 @@ from pipeline.models.emotion_classifier import (
     fit_emotion_classifier,
     save_emotion_classifier,
 )
-from pipeline.runtime import atomic_write_json, git_revision
+from pipeline.runtime import atomic_write_json
 from pipeline.training.vae import dataset_fingerprint
 
 log = logging.getLogger(__name__)
@@ -57,8 +57,7 @@ def train_emotion(
     out_dir = Path(out_dir)
     save_emotion_classifier(out_dir / MODEL_FILE, model, {
         "params": to_dict(params), "emotions": list(model.emotions),
-        "data": dataset_fingerprint(dataset_dir), "sample_rate": rate,
-        "git_revision": git_revision(), "metrics": metrics,
+        "data": dataset_fingerprint(dataset_dir), "sample_rate": rate, "metrics": metrics,
     })
     atomic_write_json(out_dir / METRICS_JSON, metrics)
     return metrics
