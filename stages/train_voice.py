@@ -14,7 +14,7 @@ import torch
 
 from pipeline.config import TrainVoiceParams, load_params
 from pipeline.runtime import seed_everything, setup_logging
-from pipeline.training.voice import train_voice
+from pipeline.training.voice import model_threads, train_voice
 
 log = logging.getLogger("stages.train_voice")
 
@@ -41,11 +41,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     params: TrainVoiceParams = load_params(args.params, "train_voice")
-    if params.threads:
-        torch.set_num_threads(params.threads)
+    name = args.model or params.models[0]
+    threads = model_threads(params, name)
+    if threads:
+        torch.set_num_threads(threads)
     seed_everything(params.seed)
     metrics = train_voice(params, args.dataset, args.vae, args.out, args.checkpoints, args.live,
-                          args.model, args.embeddings)
+                          name, args.embeddings)
     log.info("val MSE %.4f; R@1 among %d val speakers %.3f (chance %.3f); collapse ratio %.3f",
              metrics["val_mse"], metrics["val_speakers"], metrics["r1"], metrics["r1_chance"],
              metrics["collapse_ratio"])

@@ -406,6 +406,15 @@ def model_params(params: TrainVoiceParams, name: str) -> dict[str, Any]:
     return {k: v for k, v in everything.items() if k not in others}
 
 
+def model_threads(params: TrainVoiceParams, name: str) -> int:
+    """Return the torch CPU threads to train model ``name`` with (0: all cores).
+
+    A model with its own settings section may set its own ``threads``; else the section's.
+    """
+    own = getattr(params, name, None) if name in VOICE_MODELS_WITH_SECTIONS else None
+    return getattr(own, "threads", params.threads)
+
+
 @dataclass(frozen=True)
 class VoiceData:
     """A split's clips and speaker embeddings as a voice model reads them."""

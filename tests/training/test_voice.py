@@ -280,7 +280,7 @@ def test_embedding_voice_models_train_from_the_speaker_embedding(tmp_path, repo_
     params = write_params(repo_root, tmp_path / "params.yaml",
                           {**TINY_VOICE, "embedding_mlp": {
                               "hidden": [8], "dropout": 0.1, "epochs": 3, "batch_size": 8,
-                              "lr": 0.01}, "ridge": {"alpha": 0.5}})
+                              "lr": 0.01, "threads": 1}, "ridge": {"alpha": 0.5}})
     vae = tmp_path / "vae"
     assert train_vae_main(["--params", str(params), "--dataset", str(dataset), "--out", str(vae),
                            "--checkpoints", str(vae / "ckpt"), "--live", str(tmp_path / "lv")]) == 0
