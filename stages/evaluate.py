@@ -14,8 +14,8 @@ from pathlib import Path
 
 from pipeline.config import EvaluateParams, load_params
 from pipeline.evaluation.stage import MODEL, REPORT_MD, evaluate_models
+from pipeline.models.files import MODEL_FILE
 from pipeline.runtime import seed_everything, setup_logging
-from pipeline.training.voice import MODEL_FILE
 
 log = logging.getLogger("stages.evaluate")
 

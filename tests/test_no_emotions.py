@@ -45,7 +45,8 @@ BROKEN = "broken.flv"
 TINY_MODELS = {"train_vae.feature_dim": 32, "train_vae.latent_dim": 16,
                "train_vae.channels": [8, 16, 32], "train_vae.threads": 1,
                "train_voice.epochs": 1, "train_voice.threads": 1}
-ALL_STAGES = {"download", "faces", "audio", "dataset", "train_vae", "train_voice", "evaluate"}
+ALL_STAGES = {"download", "faces", "audio", "embed", "dataset", "train_vae", "train_voice",
+              "train_emotion", "evaluate"}
 
 
 def make_unlabelled_folder(root: Path) -> tuple[Path, Path]:
@@ -131,8 +132,10 @@ def test_evaluate_leaves_the_emotion_metrics_out_and_says_so(unlabelled):
     report = (out / "report.md").read_text()
     assert "Emotion not evaluated: the dataset has no emotion labels" in report
     assert "Emotion confusion" not in report
-    for name in ("confusion_model.json", "confusion_oracle.json"):
+    for name in ("confusion_model.json", "confusion_oracle.json", "confusion_voice.json"):
         assert json.loads((out / name).read_text()) == []
+    assert "emotion_from_voice" not in metrics and "model_voice_emotion" not in metrics
+    assert "Not evaluated: the dataset has no emotion labels." in report
     assert Image.open(out / "emotions.png").size[0] > 0
     # every output dvc.yaml declares is there, and dvc sees them all as up to date
     assert "Data and pipelines are up to date" in dvc(project, "status")
@@ -146,7 +149,7 @@ def test_generate_needs_no_emotion_and_refuses_one(unlabelled, tmp_path, caplog)
                     16000)
     models = ["--params", str(project / "params.yaml"),
               "--vae", str(project / "models" / "vae" / "model.pt"),
-              "--voice", str(project / "models" / "voice" / "model.pt")]
+              "--voice", str(project / "models" / "voice" / "deeptalk" / "model.pt")]
     assert generate_main([str(wav), "--out", str(tmp_path / "face.png"), *models]) == 0
     assert Image.open(tmp_path / "face.png").size == (64, 64)
     with caplog.at_level(logging.ERROR, logger="stages.generate"):

@@ -30,10 +30,10 @@ from tests.workflow import (
 
 pytestmark = pytest.mark.slow
 
-DOWNSTREAM_OF_DATASET = {"dataset", "train_vae", "train_voice", "evaluate"}
+DOWNSTREAM_OF_DATASET = {"dataset", "train_vae", "train_voice", "train_emotion", "evaluate"}
 DATA_STAGES = ("download", "faces", "audio", "dataset")
-ALL_STAGES = {"sources", "download", "faces", "audio", "dataset", "train_vae", "train_voice",
-              "evaluate"}
+ALL_STAGES = {"sources", "download", "faces", "audio", "embed", "dataset", "train_vae",
+              "train_voice", "train_emotion", "evaluate"}
 # `sources` (always_changed) runs on every `dvc repro` that reaches it; what it writes is
 # unchanged unless the local files download reads did change.
 ALWAYS = {"sources"}
@@ -85,14 +85,14 @@ def test_a_param_edit_reruns_exactly_the_stages_that_read_it(project, key, value
 # it (deps name whole packages, so download covers sources.py too).
 STALE_AFTER_EDITING = {
     "pipeline/config.py": ALL_STAGES,
-    "pipeline/models/files.py": {"train_vae", "train_voice", "evaluate"},
+    "pipeline/models/files.py": {"train_vae", "train_voice", "train_emotion", "evaluate"},
     "pipeline/download/sources.py": {"sources", "download"},
     "pipeline/download/folder.py": {"download"},
     "pipeline/faces/video.py": {"faces"},
-    "pipeline/audio/stage.py": {"audio"},
-    "pipeline/audio/prepare.py": {"audio", "train_voice", "evaluate"},
+    "pipeline/audio/stage.py": {"audio", "embed"},
+    "pipeline/audio/prepare.py": {"audio", "embed", "train_voice", "evaluate"},
     "pipeline/dataset/stage.py": {"dataset"},
-    "pipeline/training/vae.py": {"train_vae", "train_voice"},
+    "pipeline/training/vae.py": {"train_vae", "train_voice", "train_emotion"},
     "pipeline/training/voice.py": {"train_voice"},
     "pipeline/evaluation/report.py": {"train_voice", "evaluate"},
 }
@@ -273,9 +273,9 @@ def test_sigkill_in_each_long_stage_then_repro_completes(reference, tmp_path):
     clone = tmp_path / "clone"
     git(tmp_path, "clone", "-q", str(project), str(clone))
     durations = run.durations()
-    for stage in ("download", "faces", "train_vae", "train_voice"):
+    for stage in ("download", "faces", "train_vae", "train_voice@deeptalk"):
         kill_during(clone, stage, after_s=max(0.3, 0.5 * durations[stage]))
-        assert stage in changed_stages(clone), f"{stage} finished before the kill"
+        assert stage.split("@")[0] in changed_stages(clone), f"{stage} finished before the kill"
     final = repro_timed(clone)
     assert "train_voice" in stages_run(final.output)
     assert changed_stages(clone) == set()

@@ -31,11 +31,13 @@ TINY_PARAMS: dict[str, Any] = {
     "train_vae.checkpoint_every": 1,
     "train_voice.epochs": 2,
     "train_voice.checkpoint_every": 1,
+    "train_voice.embedding_mlp.epochs": 2,
     "evaluate.clustering_runs": 3,
     "evaluate.face_embedding": False,
 }
 
-RUNNING = re.compile(r"Running stage '([\w-]+)'")
+RUNNING = re.compile(r"Running stage '([\w@-]+)'")
+"""A stage's name; a ``foreach`` stage's items are ``NAME@ITEM`` (``train_voice@deeptalk``)."""
 
 
 def env() -> dict[str, str]:
@@ -74,8 +76,11 @@ def git(cwd: Path, *args: str) -> str:
 
 
 def stages_run(output: str) -> set[str]:
-    """Return the stages whose command `dvc repro` ran, from its output."""
-    return set(RUNNING.findall(output))
+    """Return the stages whose command `dvc repro` ran, from its output.
+
+    A ``foreach`` stage counts once, by its name (``train_voice`` for any of its items).
+    """
+    return {name.split("@")[0] for name in RUNNING.findall(output)}
 
 
 def changed_stages(cwd: Path) -> set[str]:
@@ -85,7 +90,7 @@ def changed_stages(cwd: Path) -> set[str]:
     call; it counts only when something else of it changed too.
     """
     status = dvc_json(cwd, "status")
-    return {name.split(":")[-1] for name, changes in status.items()
+    return {name.split(":")[-1].split("@")[0] for name, changes in status.items()
             if any(change != "always changed" for change in changes)}
 
 

@@ -14,6 +14,9 @@ from torch import nn
 
 from pipeline.runtime import atomic_path
 
+MODEL_FILE = "model.pt"
+"""What a training stage names its model file in its ``--out`` directory."""
+
 
 class ModelFileError(ValueError):
     """A file that cannot be loaded as the model file asked for; the message says which and why."""

@@ -25,12 +25,12 @@ from pipeline.models.emotion_classifier import (
     fit_emotion_classifier,
     save_emotion_classifier,
 )
+from pipeline.models.files import MODEL_FILE
 from pipeline.runtime import atomic_write_json
 from pipeline.training.vae import dataset_fingerprint
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE = "model.pt"
 METRICS_JSON = "metrics.json"
 
 

@@ -76,7 +76,7 @@ from pipeline.embed.table import clip_embeddings
 from pipeline.evaluation.metrics import retrieval_metrics, score_speakers, speaker_gallery
 from pipeline.images import image_grid, save_png
 from pipeline.loaders import SplitTensors, load_split, read_meta
-from pipeline.models.files import save_model_file, save_payload
+from pipeline.models.files import MODEL_FILE, save_model_file, save_payload
 from pipeline.models.inference import batched
 from pipeline.models.registry import (
     FaceModel,
@@ -99,7 +99,6 @@ from pipeline.training.vae import dataset_fingerprint
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE = "model.pt"
 BEST_NAME = "best.pt"
 GRID_PNG = "voice_to_face.png"
 _STD_FLOOR = 1e-2
