@@ -87,6 +87,7 @@ from pipeline.evaluation.scoring import (
     evaluate_prediction,
 )
 from pipeline.evaluation.voice_alone import (
+    EmotionRecognition,
     emotion_recognition,
     enrolled_identification,
     identification_json,
@@ -223,26 +224,14 @@ def evaluate_models(
              out_dir / EMOTIONS_PNG)
     notes = report_notes(meta, train.labels, test.labels, table, models.provenance, check,
                          beats)
-    if others:
-        notes.append(f"Voice models: `model` is `{models.provenance['voice'].get('model', '?')}`"
-                     f"; {', '.join(f'`{n}`' for n in others)}: a row each (voice -> the same "
-                     "face model, scored by the same code).")
-    if reading is not None:
-        notes.append(f"`{VOICE_EMOTION}` = `model` with the emotion read from each clip's "
-                     "voice (train_emotion's classifier) instead of its label, in the latent "
-                     "and the decoded face: the face from the voice alone. Its emotion "
-                     "agreement is the face probe's reading of those faces against the label.")
+    notes += _voice_row_notes(models, others, reading)
     if not labelled:
         notes.append(f"Emotion {NO_EMOTION_LABELS}: no emotion agreement, expression "
                      "clustering, confusion matrices or emotion grid (the face model is "
                      "unconditional; the confusion plot files hold no rows).")
     identification = enrolled_speakers(dataset_dir, models, train, test, predictions,
                                        embeddings_dir)
-    read = [] if reading is None else [emotions[i] for i in reading.labels]
-    recognition = (emotion_recognition(test.labels["emotion"].tolist(), read, emotions)
-                   if reading is not None else None)
-    atomic_write_json(out_dir / confusion_json(VOICE_CONFUSION),
-                      confusion_rows(test.labels["emotion"].tolist()[:len(read)], read))
+    recognition = _emotion_recognition(test, reading, emotions, out_dir)
     atomic_write_text(out_dir / REPORT_MD,
                       evaluation_report(table, rows, per_clip, notes, fit, IMAGES)
                       + voice_alone_report(recognition, identification, emotion_path))
@@ -255,6 +244,37 @@ def evaluate_models(
         metrics[EMOTION_KEY] = NO_EMOTION_LABELS
     atomic_write_json(out_dir / METRICS_JSON, metrics)
     return metrics
+
+
+def _voice_row_notes(
+    models: Models, others: Mapping[str, VoiceToFace], reading: EmotionReading | None
+) -> list[str]:
+    """Return the report's notes on the extra voice rows (other models, the voice's emotion)."""
+    notes = []
+    if others:
+        notes.append(f"Voice models: `model` is `{models.provenance['voice'].get('model', '?')}`"
+                     f"; {', '.join(f'`{n}`' for n in others)}: a row each (voice -> the same "
+                     "face model, scored by the same code).")
+    if reading is not None:
+        notes.append(f"`{VOICE_EMOTION}` = `model` with the emotion read from each clip's "
+                     "voice (train_emotion's classifier) instead of its label, in the latent "
+                     "and the decoded face: the face from the voice alone. Its emotion "
+                     "agreement is the face probe's reading of those faces against the label.")
+    return notes
+
+
+def _emotion_recognition(
+    test: EncodedSplit, reading: EmotionReading | None, emotions: Sequence[str], out_dir: Path
+) -> EmotionRecognition | None:
+    """Return the emotion read from the voice against the labels, after writing its plot data.
+
+    ``confusion_voice.json`` holds no rows when nothing was read (no classifier, no labels).
+    """
+    labels = test.labels["emotion"].tolist()
+    read = [] if reading is None else [emotions[i] for i in reading.labels]
+    atomic_write_json(out_dir / confusion_json(VOICE_CONFUSION),
+                      confusion_rows(labels[:len(read)], read))
+    return None if reading is None else emotion_recognition(labels, read, emotions)
 
 
 def read_voice_emotion(
