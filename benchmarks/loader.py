@@ -11,11 +11,15 @@ ratios to the baseline (with their range), so that other work on a shared machin
 on both sides of a ratio alike. The load average is printed before and after.
 
     python benchmarks/loader.py [--clips 2000] [--workers 0] [--rounds 5]
+
+A script imports ``pipeline`` from the venv's editable install, which may be another checkout
+(a worktree sharing a venv): ``PYTHONPATH=.`` measures this one. The last line names it.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import resource
 import statistics
@@ -185,6 +189,7 @@ def main() -> None:
               f"{summary(runs, base, 'cpu')} = {cpu_split(runs)} per sample")
     print(f"load average (1, 5, 15 min): before {', '.join(f'{x:.1f}' for x in load_before)}; "
           f"after {', '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
+    print(f"code measured: {inspect.getsourcefile(load_split)}")
 
 
 if __name__ == "__main__":
