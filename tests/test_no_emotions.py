@@ -29,6 +29,7 @@ from stages.generate import main as generate_main
 from stages.train_vae import main as train_vae_main
 from tests.factories import speech_like, write_wav
 from tests.workflow import (
+    ALL_STAGES,
     TINY_PARAMS,
     dvc,
     dvc_json,
@@ -45,7 +46,6 @@ BROKEN = "broken.flv"
 TINY_MODELS = {"train_vae.feature_dim": 32, "train_vae.latent_dim": 16,
                "train_vae.channels": [8, 16, 32], "train_vae.threads": 1,
                "train_voice.epochs": 1, "train_voice.threads": 1}
-ALL_STAGES = {"download", "faces", "audio", "dataset", "train_vae", "train_voice", "evaluate"}
 
 
 def make_unlabelled_folder(root: Path) -> tuple[Path, Path]:
