@@ -1,0 +1,109 @@
+"""Serve the web app: speak or drop a file, see the face and the nearest enrolled people.
+
+Usage: ``python -m stages.serve [--port 8000] [--host 127.0.0.1] [--params params.yaml]
+[--gallery FILE] [--model NAME=VAE.pt,VOICE.pt ...]``. By default the models and the dataset
+whose speakers start the gallery are the paths the ``train_voice`` stage of ``dvc.yaml``
+reads and writes (``--vae``, ``--out``, ``--dataset``), and the gallery is
+``gallery.sqlite`` beside the models. Not a DVC stage: it only reads outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+from pathlib import Path
+
+import torch
+import uvicorn
+import yaml
+
+from pipeline.config import load_params
+from pipeline.runtime import setup_logging
+from pipeline.serve.app import ServeSettings, create_app
+from pipeline.serve.engine import ModelFiles
+from pipeline.training.voice import MODEL_FILE
+from stages import train_voice
+
+log = logging.getLogger("stages.serve")
+GALLERY_FILE = "gallery.sqlite"
+
+
+def stage_paths(dvc_yaml: str | Path) -> tuple[Path, Path, Path]:
+    """Return ``(vae model, voice model, dataset)`` as the train_voice stage names them."""
+    cmd = yaml.safe_load(Path(dvc_yaml).read_text())["stages"]["train_voice"]["cmd"]
+    words = shlex.split(cmd)
+    args = train_voice.build_parser().parse_args(words[words.index("stages.train_voice") + 1:])
+    return Path(args.vae), Path(args.out) / MODEL_FILE, Path(args.dataset)
+
+
+def model_entry(text: str) -> ModelFiles:
+    """Return the :class:`ModelFiles` of a ``NAME=VAE.pt,VOICE.pt`` argument."""
+    name, _, files = text.partition("=")
+    vae, _, voice = files.partition(",")
+    if not (name and vae and voice):
+        raise argparse.ArgumentTypeError(f"expected NAME=VAE.pt,VOICE.pt, got {text!r}")
+    return ModelFiles(name, Path(vae), Path(voice))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the CLI's argument parser."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--params", default="params.yaml", help="params.yaml (audio, faces)")
+    parser.add_argument("--dvc-yaml", default="dvc.yaml", help="where the default paths are read")
+    parser.add_argument("--model", action="append", type=model_entry, default=[],
+                        help="NAME=VAE.pt,VOICE.pt (repeat to offer several; default: "
+                             "dvc.yaml's train_voice models)")
+    parser.add_argument("--dataset", help="dataset whose speakers start the gallery "
+                        "(default: dvc.yaml's; '' for none)")
+    parser.add_argument("--gallery", help=f"SQLite gallery (default: {GALLERY_FILE} beside "
+                        "the models)")
+    parser.add_argument("--clips-per-speaker", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=2, help="inference threads")
+    parser.add_argument("--queue", type=int, default=16, help="requests waiting or running "
+                        "before 503")
+    parser.add_argument("--max-upload-mb", type=float, default=20.0)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per worker")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> ServeSettings:
+    """Return the app's settings: the given paths, else dvc.yaml's; params from params.yaml."""
+    vae, voice, dataset = stage_paths(args.dvc_yaml)
+    models = tuple(args.model) or (ModelFiles("voice_to_face", vae, voice),)
+    for entry in models:
+        for path in (entry.vae, entry.voice):
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: model file not found (make demo trains it)")
+    chosen_dataset = dataset if args.dataset is None else Path(args.dataset) if args.dataset \
+        else None
+    gallery = Path(args.gallery) if args.gallery else models[0].voice.parent.parent / GALLERY_FILE
+    return ServeSettings(
+        models=models, gallery=gallery, dataset=chosen_dataset,
+        audio=load_params(args.params, "audio"), faces=load_params(args.params, "faces"),
+        max_upload_mb=args.max_upload_mb, workers=args.workers, queue=args.queue,
+        clips_per_speaker=args.clips_per_speaker)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the app until interrupted; return the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    torch.set_num_threads(args.threads)
+    try:
+        settings = settings_from_args(args)
+    except FileNotFoundError as error:
+        parser.error(str(error))
+    app = create_app(settings)
+    log.info("serving on http://%s:%d", args.host, args.port)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info" if args.verbose
+                else "warning")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
