@@ -16,12 +16,11 @@ import argparse
 
 import numpy as np
 import pandas as pd
-import torch
 
 from pipeline.loaders import load_split
-from pipeline.models.vae import load_vae
+from pipeline.models.registry import load_face_model
 from pipeline.models.voice_encoder import VoiceEncoder, VoiceEncoderConfig
-from pipeline.models.voice_to_face import VoiceToFace, vae_emotion_codes
+from pipeline.models.voice_to_face import VoiceToFace
 from pipeline.training.voice import face_features
 
 SPLITS = ("train", "val", "test")
@@ -29,15 +28,13 @@ SPLITS = ("train", "val", "test")
 
 def speaker_latents(dataset: str, vae_path: str) -> tuple[list[str], np.ndarray, list[str]]:
     """Return speaker ids, their mean VAE latents (default emotion code) and their split."""
-    vae = load_vae(vae_path)
-    emotions, codes = vae_emotion_codes(vae_path)
-    model = VoiceToFace(vae, VoiceEncoder(VoiceEncoderConfig(out_dim=vae.config.feature_dim)),
-                        emotions, codes)
+    face = load_face_model(vae_path).model
+    model = VoiceToFace(face, VoiceEncoder(VoiceEncoderConfig(out_dim=face.target_dim)))
     speakers, means, splits = [], [], []
     for split in SPLITS:
         data = load_split(dataset, split, with_audio=False)
-        emotion = torch.full((len(data),), model.emotion_index(None))
-        latents = model.latents(face_features(vae, data.face), emotion).numpy()
+        emotion = model.emotion_labels(None, len(data))
+        latents = face.latents(face_features(face, data.face), emotion).numpy()
         for speaker in dict.fromkeys(data.speaker_id):
             rows = [i for i, s in enumerate(data.speaker_id) if s == speaker]
             speakers.append(speaker)

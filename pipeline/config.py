@@ -315,6 +315,8 @@ class TrainVaeParams:
     """torch intra-op CPU threads (0 = torch's default, all cores; 1 is robust when shared)."""
     grid_faces: Annotated[int, Field(ge=1, le=64)] = 8
     """Validation faces shown in the reconstruction and label-swap grids."""
+    model: str = "vae"
+    """Face model to train, by its name in ``pipeline.models.registry.FACE_MODELS``."""
 
     @field_validator("conditional", mode="before")
     @classmethod
@@ -360,6 +362,8 @@ class TrainVoiceParams:
     """torch intra-op CPU threads (0 = torch's default, all cores; 1 is robust when shared)."""
     grid_clips: Annotated[int, Field(ge=1, le=64)] = 8
     """Validation clips (one per speaker) in the true | VAE | voice grid."""
+    model: str = "deeptalk"
+    """Voice model to train, by its name in ``pipeline.models.registry.VOICE_MODELS``."""
 
 
 @dataclass(frozen=True, config=CONFIG)

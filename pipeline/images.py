@@ -1,4 +1,4 @@
-"""Image grids (contact sheets, reconstruction and label-swap grids) saved as PNG."""
+"""Image grids (contact sheets, reconstruction and label-swap grids) saved as PNG; PSNR."""
 
 from __future__ import annotations
 
@@ -22,6 +22,17 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     if image.dtype == np.uint8:
         return image
     return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def psnr(mse: float, data_range: float = 1.0) -> float:
+    """Return the PSNR in dB of a mean squared error of images spanning ``data_range``.
+
+    ``10 log10(data_range^2 / mse)``, computed as scikit-image's ``peak_signal_noise_ratio``
+    does (so per-image values equal its own); ``inf`` for ``mse == 0``.
+    """
+    if mse <= 0:
+        return float("inf")
+    return float(10 * np.log10((data_range**2) / mse))
 
 
 def image_grid(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -47,6 +48,17 @@ def default_workers(requested: int) -> int:
     if requested > 0:
         return requested
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def sha256_file(path: str | Path) -> str:
+    """Return the SHA-256 hex digest of the file at ``path``."""
+    return hash_file(path, hashlib.sha256()).hexdigest()
+
+
+def hash_file(path: str | Path, digest: hashlib._Hash) -> hashlib._Hash:
+    """Return ``digest`` updated with the bytes of the file at ``path`` (read in blocks)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, lambda: digest)  # a callable returning the hash to update
 
 
 def git_revision(cwd: str | Path | None = None) -> str:

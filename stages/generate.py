@@ -4,13 +4,16 @@ Usage: ``python -m stages.generate AUDIO --out face.png [--emotion HAP] [--param
 [--vae MODEL.pt --voice MODEL.pt] [--size N]``. The audio goes through the audio stage's
 own code with the ``audio`` params section; the models default to the paths the
 ``train_voice`` stage of ``dvc.yaml`` reads and writes (its ``--vae`` and ``--out``). The
-emotion defaults to NEU (or the VAE's first emotion if it has no NEU); an unconditional VAE
-(trained on data without emotion labels) takes none, and ``--emotion`` is then refused; the PNG is
-``faces.crop_size`` pixels square unless ``--size`` says otherwise.
+emotion defaults to NEU (or the face model's first emotion if it has no NEU); a face model
+trained without emotion labels takes none, and ``--emotion`` is then refused; the PNG is as
+large as the faces the face model was trained on (recorded in its file, whatever
+``params.yaml`` says today) unless ``--size`` says otherwise.
 
-Exit status 2, with a message naming the file and the reason, for an unreadable file, a
-file without speech, an unknown emotion name, an emotion for an unconditional VAE or models that
-do not fit together.
+Exit status 2, with a message naming the file or argument and the reason, for a ``--size``
+outside 1..4096, an ``--out`` that is a directory, a missing model file or one that is not a
+model file of its kind, an unreadable file, a file without speech, an unknown emotion name
+(or any, for a model without emotions) or models that do not fit together. Arguments and
+models are checked before any audio is read.
 """
 
 from __future__ import annotations
@@ -25,12 +28,16 @@ from PIL import Image
 
 from pipeline.config import load_params
 from pipeline.images import save_png, to_uint8
+from pipeline.models.files import ModelFileError
 from pipeline.models.voice_to_face import GenerationError, generate_face, load_voice_to_face
 from pipeline.runtime import QuarantineError, setup_logging
 from pipeline.training.voice import MODEL_FILE
 from stages import train_voice
 
 log = logging.getLogger("stages.generate")
+
+MAX_SIZE = 4096
+"""Largest ``--size`` in pixels (a larger PNG only upscales a small face further)."""
 
 
 def stage_model_paths(dvc_yaml: str | Path) -> tuple[str, str]:
@@ -41,22 +48,36 @@ def stage_model_paths(dvc_yaml: str | Path) -> tuple[str, str]:
     return args.vae, str(Path(args.out) / MODEL_FILE)
 
 
+def png_size(text: str) -> int:
+    """Return ``--size`` as an int in 1..:data:`MAX_SIZE` (argparse reports anything else)."""
+    try:
+        size = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of pixels: {text!r}") from None
+    if not 1 <= size <= MAX_SIZE:
+        raise argparse.ArgumentTypeError(f"must be 1..{MAX_SIZE} pixels, got {size}")
+    return size
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return the process exit code."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("audio", help="a WAV, MP3 or video file with speech")
     parser.add_argument("--out", required=True, help="PNG to write")
     parser.add_argument("--emotion", help="emotion code to render (default NEU; none for a "
-                        "VAE trained without emotion labels)")
-    parser.add_argument("--params", default="params.yaml", help="params.yaml (audio, faces)")
-    parser.add_argument("--vae", help="VAE model.pt (default: dvc.yaml's train_voice --vae)")
+                        "face model trained without emotion labels)")
+    parser.add_argument("--params", default="params.yaml", help="params.yaml (audio section)")
+    parser.add_argument("--vae", help="face model.pt (default: dvc.yaml's train_voice --vae)")
     parser.add_argument("--voice", help="voice model.pt (default: dvc.yaml's train_voice --out)")
     parser.add_argument("--dvc-yaml", default="dvc.yaml", help="where the default paths are read")
-    parser.add_argument("--size", type=int, help="PNG side in pixels (default: faces.crop_size)")
+    parser.add_argument("--size", type=png_size,
+                        help="PNG side in pixels (default: the face model's own face size)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
 
     setup_logging(args.verbose)
+    if Path(args.out).is_dir():
+        parser.error(f"--out {args.out}: is a directory; give the PNG file to write")
     vae_path, voice_path = args.vae, args.voice
     if vae_path is None or voice_path is None:
         default_vae, default_voice = stage_model_paths(args.dvc_yaml)
@@ -64,7 +85,6 @@ def main(argv: list[str] | None = None) -> int:
     for path in (vae_path, voice_path):
         if not Path(path).is_file():
             parser.error(f"{path}: model file not found (train it with dvc repro, or pass it)")
-    size = args.size or load_params(args.params, "faces").crop_size
     try:
         model = load_voice_to_face(vae_path, voice_path)
         face = generate_face(args.audio, model, args.emotion,
@@ -72,9 +92,13 @@ def main(argv: list[str] | None = None) -> int:
     except QuarantineError as error:
         log.error("%s: %s (%s)", args.audio, error.detail, error.reason)
         return 2
+    except ModelFileError as error:
+        log.error("%s", error)
+        return 2
     except GenerationError as error:
         log.error("%s: %s", args.audio, error)
         return 2
+    size = model.face.image_size if args.size is None else args.size
     image = Image.fromarray(to_uint8(face)).resize((size, size), Image.LANCZOS)
     save_png(image, args.out)
     log.info("wrote %s (%dx%d)", args.out, size, size)

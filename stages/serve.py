@@ -1,10 +1,11 @@
 """Serve the web app: speak or drop a file, see the face and the nearest enrolled people.
 
 Usage: ``python -m stages.serve [--port 8000] [--host 127.0.0.1] [--params params.yaml]
-[--gallery FILE] [--model NAME=VAE.pt,VOICE.pt ...]``. By default the models and the dataset
-whose speakers start the gallery are the paths the ``train_voice`` stage of ``dvc.yaml``
-reads and writes (``--vae``, ``--out``, ``--dataset``), and the gallery is
-``gallery.sqlite`` beside the models. Not a DVC stage: it only reads outputs.
+[--gallery FILE] [--model NAME=FACE.pt,VOICE.pt ...]``. By default the page offers every
+voice model that ``dvc.yaml``'s stages write (its ``.pt`` outputs) on the face model it was
+trained on, the dataset whose speakers start the gallery is the one ``train_voice`` reads,
+and the gallery is ``gallery.sqlite`` beside the models. Not a DVC stage: it only reads
+outputs.
 """
 
 from __future__ import annotations
@@ -21,29 +22,35 @@ import yaml
 from pipeline.config import load_params
 from pipeline.runtime import setup_logging
 from pipeline.serve.app import ServeSettings, create_app
-from pipeline.serve.engine import ModelFiles
-from pipeline.training.voice import MODEL_FILE
+from pipeline.serve.engine import (
+    GenerationError,
+    ModelFileError,
+    ModelFiles,
+    discover_model_files,
+)
 from stages import train_voice
 
 log = logging.getLogger("stages.serve")
 GALLERY_FILE = "gallery.sqlite"
 
 
-def stage_paths(dvc_yaml: str | Path) -> tuple[Path, Path, Path]:
-    """Return ``(vae model, voice model, dataset)`` as the train_voice stage names them."""
-    cmd = yaml.safe_load(Path(dvc_yaml).read_text())["stages"]["train_voice"]["cmd"]
-    words = shlex.split(cmd)
+def stage_paths(dvc_yaml: str | Path) -> tuple[list[Path], Path]:
+    """Return ``(every .pt output of dvc.yaml's stages, the dataset train_voice reads)``."""
+    stages = yaml.safe_load(Path(dvc_yaml).read_text())["stages"]
+    models = [Path(out) for stage in stages.values() for out in stage.get("outs", [])
+              if isinstance(out, str) and out.endswith(".pt")]
+    words = shlex.split(stages["train_voice"]["cmd"])
     args = train_voice.build_parser().parse_args(words[words.index("stages.train_voice") + 1:])
-    return Path(args.vae), Path(args.out) / MODEL_FILE, Path(args.dataset)
+    return models, Path(args.dataset)
 
 
 def model_entry(text: str) -> ModelFiles:
-    """Return the :class:`ModelFiles` of a ``NAME=VAE.pt,VOICE.pt`` argument."""
+    """Return the :class:`ModelFiles` of a ``NAME=FACE.pt,VOICE.pt`` argument."""
     name, _, files = text.partition("=")
-    vae, _, voice = files.partition(",")
-    if not (name and vae and voice):
-        raise argparse.ArgumentTypeError(f"expected NAME=VAE.pt,VOICE.pt, got {text!r}")
-    return ModelFiles(name, Path(vae), Path(voice))
+    face, _, voice = files.partition(",")
+    if not (name and face and voice):
+        raise argparse.ArgumentTypeError(f"expected NAME=FACE.pt,VOICE.pt, got {text!r}")
+    return ModelFiles(name, Path(face), Path(voice))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,8 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--params", default="params.yaml", help="params.yaml (audio, faces)")
     parser.add_argument("--dvc-yaml", default="dvc.yaml", help="where the default paths are read")
     parser.add_argument("--model", action="append", type=model_entry, default=[],
-                        help="NAME=VAE.pt,VOICE.pt (repeat to offer several; default: "
-                             "dvc.yaml's train_voice models)")
+                        help="NAME=FACE.pt,VOICE.pt (repeat to offer several; default: the "
+                             "model files dvc.yaml's stages write, paired)")
     parser.add_argument("--dataset", help="dataset whose speakers start the gallery "
                         "(default: dvc.yaml's; '' for none)")
     parser.add_argument("--gallery", help=f"SQLite gallery (default: {GALLERY_FILE} beside "
@@ -65,17 +72,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--queue", type=int, default=16, help="requests waiting or running "
                         "before 503")
     parser.add_argument("--max-upload-mb", type=float, default=20.0)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per worker")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads (the workers run in parallel)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
 
 def settings_from_args(args: argparse.Namespace) -> ServeSettings:
     """Return the app's settings: the given paths, else dvc.yaml's; params from params.yaml."""
-    vae, voice, dataset = stage_paths(args.dvc_yaml)
-    models = tuple(args.model) or (ModelFiles("voice_to_face", vae, voice),)
+    outputs, dataset = stage_paths(args.dvc_yaml)
+    models = tuple(args.model) or tuple(discover_model_files(outputs))
+    if not models:
+        listed = ", ".join(map(str, outputs))
+        raise FileNotFoundError(f"no trained voice and face models among {listed} "
+                                "(make demo trains them)")
     for entry in models:
-        for path in (entry.vae, entry.voice):
+        for path in (entry.face, entry.voice):
             if not path.is_file():
                 raise FileNotFoundError(f"{path}: model file not found (make demo trains it)")
     chosen_dataset = dataset if args.dataset is None else Path(args.dataset) if args.dataset \
@@ -98,7 +110,10 @@ def main(argv: list[str] | None = None) -> int:
         settings = settings_from_args(args)
     except FileNotFoundError as error:
         parser.error(str(error))
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except (ModelFileError, GenerationError) as error:
+        parser.error(str(error))
     log.info("serving on http://%s:%d", args.host, args.port)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info" if args.verbose
                 else "warning")

@@ -5,9 +5,10 @@ Faults are queued per path and consumed one request at a time (``server.fail("/a
 ``server.always[path] = "404"`` makes one permanent. Every request is logged with its Range
 header, so tests can assert that a resume really asked for the missing bytes only.
 
-Faults: ``500``, ``404``, ``drop`` (headers with the full length, half the body, then the
-connection is closed), ``wrong`` (same length, other bytes), ``pointer`` (a Git LFS pointer
-instead of the media), ``slow`` (answer after ``slow_s``, longer than the client's timeout).
+Faults: ``500``, ``404``, ``429`` (with ``Retry-After: retry_after_s``), ``drop`` (headers
+with the full length, half the body, then the connection is closed), ``wrong`` (same length,
+other bytes), ``pointer`` (a Git LFS pointer instead of the media), ``slow`` (answer after
+``slow_s``, longer than the client's timeout). ``redirects[path] = location`` answers 302.
 ``latency_s`` delays every answer (a remote server's time to first byte); ``throttle_bps``
 trickles the bodies of paths under ``throttle_prefix`` (for killing a client mid-download).
 """
@@ -41,6 +42,8 @@ class Request:
     path: str
     range: str | None
     fault: str | None
+    client_port: int = 0
+    """The client's port: requests on one kept-alive connection share it."""
 
 
 class FaultServer(ThreadingHTTPServer):
@@ -54,13 +57,16 @@ class FaultServer(ThreadingHTTPServer):
         self.resolve: Callable[[str], bytes | None] = lambda path: None
         self.faults: dict[str, list[str]] = defaultdict(list)
         self.always: dict[str, str] = {}
+        self.redirects: dict[str, str] = {}
+        self.retry_after_s = 1
         self.requests: list[Request] = []
         self.slow_s = 2.0
         self.latency_s = 0.0
         self.throttle_bps = 0
         self.throttle_prefix = "/"
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True)
 
     @property
     def url(self) -> str:
@@ -100,6 +106,9 @@ class FaultServer(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: FaultServer
     protocol_version = "HTTP/1.1"
+    # As real servers do (nginx's tcp_nodelay): with Nagle, a kept-alive connection stalls
+    # ~40 ms on every small answer (headers and body are two writes; delayed ACK).
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: object) -> None:
         pass
@@ -108,7 +117,13 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?")[0]
         fault = self.server.next_fault(path)
         range_header = self.headers.get("Range")
-        self.server.log_request_seen(Request(path, range_header, fault))
+        self.server.log_request_seen(Request(path, range_header, fault, self.client_address[1]))
+        if path in self.server.redirects:
+            self._send_status(302, Location=self.server.redirects[path])
+            return
+        if fault == "429":
+            self._send_status(429, **{"Retry-After": str(self.server.retry_after_s)})
+            return
         data = self.server.files.get(path)
         if data is None:
             data = self.server.resolve(path)
@@ -141,8 +156,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._write(body, throttle=path.startswith(self.server.throttle_prefix))
 
-    def _send_status(self, code: int) -> None:
+    def _send_status(self, code: int, **headers: str) -> None:
         self.send_response(code)
+        for name, value in headers.items():
+            self.send_header(name, value)
         self.send_header("Content-Length", "0")
         self.end_headers()
 

@@ -1,3 +1,4 @@
+import fractions
 import logging
 
 import av
@@ -13,13 +14,16 @@ from pipeline.models.voice_to_face import (
     UnknownEmotionError,
     generate_face,
     load_voice_to_face,
-    parse_code,
 )
 from pipeline.runtime import QuarantineError
 from stages.generate import main, stage_model_paths
 from tests.conftest import REPO
 from tests.factories import speech_like, write_media, write_wav
+from tests.models.factories import save_vae, save_voice, tiny_vae
 from tests.training.test_voice import train_tiny_models
+
+MODEL_SIZE = 16
+"""Face size of the tiny models: the dataset's, not params.yaml's ``faces.crop_size``."""
 
 
 @pytest.fixture(scope="module")
@@ -38,14 +42,15 @@ def generate(models, audio, out, *extra):
                  *extra])
 
 
-def test_generate_from_a_real_grid_video_writes_a_png_of_the_configured_size(
+def test_generate_from_a_real_grid_video_writes_a_png_of_the_models_face_size(
     models, grid_dir, tmp_path
 ):
     clip = sorted(grid_dir.glob("*.mpg"))[0]
-    size = load_params(models["params"], "faces").crop_size
+    # today's params say another crop size: the model's own size wins (an older model works)
+    assert load_params(models["params"], "faces").crop_size != MODEL_SIZE
     assert generate(models, clip, tmp_path / "face.png") == 0
     image = Image.open(tmp_path / "face.png")
-    assert image.size == (size, size) and image.mode == "L"
+    assert image.size == (MODEL_SIZE, MODEL_SIZE) and image.mode == "L"
 
     assert generate(models, clip, tmp_path / "big.png", "--size", "100") == 0
     assert Image.open(tmp_path / "big.png").size == (100, 100)
@@ -55,13 +60,13 @@ def test_generate_from_a_real_grid_video_writes_a_png_of_the_configured_size(
     audio = load_params(models["params"], "audio")
     happy = generate_face(clip, model, "HAP", audio)
     sad = generate_face(clip, model, "sad", audio)  # names are case-insensitive
-    assert happy.shape == (16, 16) and happy.min() >= 0.0 and happy.max() <= 1.0
+    assert happy.shape == (MODEL_SIZE, MODEL_SIZE) and happy.min() >= 0.0 and happy.max() <= 1.0
     assert not np.allclose(happy, sad)
     # the default emotion is NEU
     neutral = generate_face(clip, model, None, audio)
     assert np.array_equal(neutral, generate_face(clip, model, "NEU", audio))
     # the PNG at the model's own size holds exactly the generated face
-    assert generate(models, clip, tmp_path / "own.png", "--size", "16") == 0
+    assert generate(models, clip, tmp_path / "own.png", "--size", str(MODEL_SIZE)) == 0
     assert np.array_equal(np.asarray(Image.open(tmp_path / "own.png")), to_uint8(neutral))
 
 
@@ -137,7 +142,84 @@ def test_missing_model_file_is_a_usage_error(tmp_path, capsys):
     assert error.value.code == 2 and "model file not found" in capsys.readouterr().err
 
 
-def test_parse_code_reads_the_paper_notation():
-    assert parse_code("00110000").tolist() == [0, 0, 1, 1, 0, 0, 0, 0]
-    with pytest.raises(ValueError):
-        parse_code("0012")
+def test_a_long_input_is_cut_to_max_input_s_with_a_warning(models, tmp_path, caplog):
+    two_seconds = speech_like(np.random.default_rng(3), 2.0, 8000)
+    ten_minutes = write_wav(tmp_path / "long.wav", np.tile(two_seconds, 300), 8000)
+    with caplog.at_level(logging.WARNING):
+        assert generate(models, ten_minutes, tmp_path / "f.png") == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [f"{ten_minutes}: longer than audio.max_input_s: only its first 30 s "
+                        "are used"]
+    caplog.clear()
+    short = write_wav(tmp_path / "short.wav", two_seconds, 8000)
+    with caplog.at_level(logging.WARNING):
+        assert generate(models, short, tmp_path / "g.png") == 0
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+
+
+@pytest.fixture
+def model_files(tmp_path, deterministic_rng):
+    """Untrained tiny face and voice model files (what generate loads before any audio)."""
+    return save_vae(tmp_path / "vae.pt", tiny_vae()), save_voice(tmp_path / "voice.pt")
+
+
+def _not_a_model(path):
+    path.write_text("hello, not a model\n" * 10)  # torch.load alone: KeyError: 101
+
+
+def _unsafe(path):
+    torch.save({"kind": "FaceVAE", "extra": fractions.Fraction(1, 3)}, path)
+
+
+@pytest.mark.parametrize("write, reason", [
+    (_not_a_model, "not a model file (not a PyTorch archive written by torch.save)"),
+    (_unsafe, "refused: it holds a pickled fractions.Fraction, not only tensors and plain "
+              "data; model files hold nothing else, so that loading one cannot run code"),
+])
+def test_a_vae_that_is_not_a_model_file_exits_2_naming_it(
+    model_files, tmp_path, caplog, capsys, write, reason
+):
+    bad = tmp_path / "bad.pt"
+    write(bad)
+    with caplog.at_level(logging.ERROR, logger="stages.generate"):
+        code = main([str(tmp_path / "no-audio.wav"), "--out", str(tmp_path / "f.png"),
+                     "--vae", str(bad), "--voice", str(model_files[1])])
+    assert code == 2
+    assert [r.getMessage() for r in caplog.records] == [f"{bad}: {reason}"]
+    assert "weights_only" not in caplog.text + "".join(capsys.readouterr())
+    assert not (tmp_path / "f.png").exists()
+
+
+def test_model_files_swapped_exit_2_naming_the_kind(model_files, tmp_path, caplog):
+    vae, voice = model_files
+    with caplog.at_level(logging.ERROR, logger="stages.generate"):
+        code = main([str(tmp_path / "no-audio.wav"), "--out", str(tmp_path / "f.png"),
+                     "--vae", str(voice), "--voice", str(vae)])
+    assert code == 2
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{voice}: not a FaceVAE model file (its kind is 'VoiceEncoder')"]
+
+
+@pytest.mark.parametrize("size, message", [
+    ("-5", "argument --size: must be 1..4096 pixels, got -5"),
+    ("0", "argument --size: must be 1..4096 pixels, got 0"),
+    ("4097", "argument --size: must be 1..4096 pixels, got 4097"),
+    ("big", "argument --size: not a number of pixels: 'big'"),
+])
+def test_a_bad_size_is_a_usage_error_before_any_work(tmp_path, capsys, size, message):
+    # nothing exists: had it read a model or the audio first, the error would be another
+    with pytest.raises(SystemExit) as error:
+        main([str(tmp_path / "no-audio.wav"), "--out", str(tmp_path / "f.png"),
+              "--vae", str(tmp_path / "no.pt"), "--voice", str(tmp_path / "no.pt"),
+              "--size", size])
+    assert error.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(f"error: {message}")
+
+
+def test_out_as_a_directory_is_a_usage_error_before_any_work(tmp_path, capsys):
+    with pytest.raises(SystemExit) as error:
+        main([str(tmp_path / "no-audio.wav"), "--out", str(tmp_path),
+              "--vae", str(tmp_path / "no.pt"), "--voice", str(tmp_path / "no.pt")])
+    assert error.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(
+        f"error: --out {tmp_path}: is a directory; give the PNG file to write")

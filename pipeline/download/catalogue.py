@@ -9,11 +9,20 @@ the DVC output: files are fetched and verified into ``<cache>/<dataset>/files/``
 ``<out>/media/`` that replaces the old output atomically. The output therefore holds exactly
 the current selection and only verified files, whatever a killed earlier run left behind, and
 DVC may delete the output before a run (its default) without losing any downloaded byte.
+
+The output depends on the data alone: fetch settings and this run's history (files fetched,
+already verified, resumed) go to the log and to ``<cache>/<dataset>/last-run.json``, so a
+changed ``download.workers`` or a warm cache leaves every byte, and the stages downstream, as
+they were. A dataset that yields no clip fails the stage, after writing the report and the
+quarantine that say why.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
@@ -25,6 +34,7 @@ from pipeline.config import DownloadParams, to_dict
 from pipeline.download import crema_d, folder
 from pipeline.download.demo import catalogue as demo
 from pipeline.download.fetch import (
+    DownloadError,
     FetchItem,
     FetchOptions,
     FetchResult,
@@ -33,13 +43,28 @@ from pipeline.download.fetch import (
     link_or_copy,
     safe_destination,
 )
-from pipeline.runtime import StageReport, atomic_directory, atomic_path
+from pipeline.runtime import (
+    QUARANTINE_PARQUET,
+    REPORT_JSON,
+    StageReport,
+    atomic_directory,
+    atomic_path,
+    atomic_write_json,
+)
 
 log = logging.getLogger(__name__)
 
 CATALOGUE_FILE = "catalogue.parquet"
 MEDIA_DIR = "media"
 ROLES = ("video", "audio")
+LAST_RUN_JSON = "last-run.json"
+SOURCE_KEYS = frozenset({"raw_base_url", "media_base_url", "local_dir", "videos_dir",
+                         "labels_csv"})
+"""Params that say where a dataset comes from, not which data it is."""
+
+
+class EmptyCatalogueError(ValueError):
+    """The dataset yielded no clip: a stage downstream would have nothing to work on."""
 
 
 def fetch_options(params: DownloadParams, progress: bool = True) -> FetchOptions:
@@ -49,17 +74,31 @@ def fetch_options(params: DownloadParams, progress: bool = True) -> FetchOptions
                         progress=progress)
 
 
+def data_params(params: DownloadParams) -> dict:
+    """Return the params that define the data: the chosen dataset's selection, not its source.
+
+    How it is fetched (workers, retries, timeouts) and where from (URLs, directories) leave
+    the catalogue's content as it is, so they stay out of the hashed output: changing them
+    must not re-run the stages downstream.
+    """
+    section = to_dict(getattr(params, params.dataset.replace("-", "_")))
+    return {k: v for k, v in section.items() if k not in SOURCE_KEYS}
+
+
 def prepare_dataset(params: DownloadParams, out_dir: Path, cache_dir: Path,
                     progress: bool = True) -> StageReport:
     """Return the report after cataloguing (and fetching) the configured dataset into ``out_dir``.
 
     ``report.info["missing_required"]`` counts files that should be there and are not; the
-    caller fails the stage when it is non-zero (the rest is still written).
+    caller fails the stage when it is non-zero (the rest is still written). The output holds
+    only what depends on the data; this run's fetch history goes to the log and to
+    ``<cache>/<dataset>/last-run.json``. Raises :class:`EmptyCatalogueError`, after writing
+    the report and quarantine, when no clip is kept.
     """
     report = StageReport("download")
-    # No code revision or machine facts here: the output must be byte-identical across runs
-    # and commits (dvc.lock already pins the code that made it).
-    report.info.update(dataset=params.dataset, params=to_dict(params), cache_dir=str(cache_dir))
+    # No code revision, machine or run facts here: the output must be byte-identical across
+    # runs, commits and fetch settings (dvc.lock already pins the code that made it).
+    report.info.update(dataset=params.dataset, params=data_params(params))
     options = fetch_options(params, progress)
     with atomic_directory(out_dir) as tmp:
         media = tmp / MEDIA_DIR
@@ -78,7 +117,25 @@ def prepare_dataset(params: DownloadParams, out_dir: Path, cache_dir: Path,
         report.write(tmp)
     log.info("catalogued %d clips of %s into %s (%d rejected)", len(clips), params.dataset,
              out_dir, report.n_rejected)
+    if clips.empty:
+        raise EmptyCatalogueError(empty_catalogue_message(params, report, out_dir))
     return report
+
+
+def empty_catalogue_message(params: DownloadParams, report: StageReport, out_dir: Path) -> str:
+    """Return why no clip was kept: what was listed, and the quarantine's counts by reason."""
+    source = {"folder": f"labels CSV {params.folder.labels_csv}",
+              "crema-d": "CREMA-D", "demo": "the demo corpus"}[params.dataset]
+    listed = report.info.get("clips_listed", 0)
+    parts = [f"{listed} listed"]
+    if report.info.get("clips_not_selected"):
+        parts.append(f"{report.info['clips_not_selected']} not selected by download.crema_d")
+    reasons = report.reasons()
+    if reasons:
+        by_reason = ", ".join(f"{reason}: {n}" for reason, n in sorted(reasons.items()))
+        parts.append(f"{report.n_rejected} quarantined ({by_reason})")
+    return (f"no clip kept from {source}: {', '.join(parts)}; see {out_dir / REPORT_JSON} "
+            f"and {out_dir / QUARANTINE_PARQUET}")
 
 
 def fetch_and_link(planned: pd.DataFrame, cache: Path, media: Path, options: FetchOptions,
@@ -86,31 +143,76 @@ def fetch_and_link(planned: pd.DataFrame, cache: Path, media: Path, options: Fet
     """Return the planned clips whose files all verified, linked under ``media``.
 
     ``planned`` has, per role, ``<role>_src``, ``<role>_path``, ``<role>_size`` and
-    ``<role>_sha256`` (None where the role is absent or the expectation is unknown). Each
-    failed file is quarantined with its URL and reason and its clip left out.
+    ``<role>_sha256`` (None where the role is absent or the expectation is unknown). A clip
+    with a file that failed (or is empty) is quarantined once, with the URL and reason, and
+    none of its files is linked: ``media`` holds exactly the kept clips.
     """
-    files_root = cache / "files"
     state = VerifiedState(cache / "verified.json")
     records = planned.to_dict("records")
-    jobs = [(i, role, FetchItem(row[f"{role}_src"], row[f"{role}_path"],
-                                _int_or_none(row[f"{role}_size"]), row[f"{role}_sha256"]))
-            for i, row in enumerate(records) for role in ROLES if _present(row, f"{role}_src")]
-    results = fetch_all([item for _, _, item in jobs], files_root, options, state)
-    failed = set()
-    for (i, role, _), result in zip(jobs, results, strict=True):
-        _count(report, result)
-        if not result.ok:
-            failed.add(i)
-            error = result.error
-            report.reject(records[i]["clip_id"], error.reason, error.detail, error.url)
-            continue
-        link_or_copy(result.path, safe_destination(media, result.item.dest))
-        records[i].update({f"{role}_path": f"{MEDIA_DIR}/{result.item.dest}",
-                           f"{role}_size": result.size, f"{role}_sha256": result.sha256})
+    wanted = [{role: _fetch_item(row, role) for role in ROLES if _present(row, f"{role}_src")}
+              for row in records]
+    unique = list(dict.fromkeys(item for roles in wanted for item in roles.values()))
+    started = time.monotonic()
+    results = dict(zip(unique, fetch_all(unique, cache / "files", options, state),
+                       strict=True))
     state.forget_missing()
     state.save()
-    kept = [row for i, row in enumerate(records) if i not in failed]
+    record_fetch_run(results.values(), options, cache, time.monotonic() - started)
+    kept = []
+    for row, roles in zip(records, wanted, strict=True):
+        outcomes = {role: results[item] for role, item in roles.items()}
+        problem = _clip_problem(outcomes)
+        if problem is not None:
+            report.reject(row["clip_id"], problem.reason, problem.detail, problem.url)
+            continue
+        for role, result in outcomes.items():
+            link_or_copy(result.path, safe_destination(media, result.item.dest))
+            row.update({f"{role}_path": f"{MEDIA_DIR}/{result.item.dest}",
+                        f"{role}_size": result.size, f"{role}_sha256": result.sha256})
+        kept.append(row)
+    for result in results.values():
+        report.count("files_verified" if result.ok else "files_failed")
     return pd.DataFrame(kept, columns=planned.columns)
+
+
+def _fetch_item(row: dict, role: str) -> FetchItem:
+    return FetchItem(row[f"{role}_src"], row[f"{role}_path"],
+                     _int_or_none(row[f"{role}_size"]), row[f"{role}_sha256"])
+
+
+def _clip_problem(outcomes: dict[str, FetchResult]) -> DownloadError | None:
+    """Return why a clip cannot be kept (its first failed or empty file), or None."""
+    for result in outcomes.values():
+        if not result.ok:
+            return result.error
+    for result in outcomes.values():
+        if result.size == 0:
+            return DownloadError("empty_file", f"{result.item.dest} is empty (0 bytes)",
+                                 result.item.url)
+    return None
+
+
+def record_fetch_run(results: Iterable[FetchResult], options: FetchOptions, cache: Path,
+                     seconds: float) -> None:
+    """Log this run's fetch history and write it to ``<cache>/last-run.json`` (not hashed)."""
+    run: Counter[str] = Counter()
+    for result in results:
+        if not result.ok:
+            run["files_failed"] += 1
+        elif result.skipped:
+            run["files_already_verified"] += 1
+        else:
+            run["files_fetched"] += 1
+            run["bytes_fetched"] += result.size - result.resumed_from
+            run["files_resumed"] += bool(result.resumed_from)
+    log.info("fetch: %s in %.1f s (workers=%d, retries=%d, timeout %.0f s)",
+             ", ".join(f"{k}={v}" for k, v in sorted(run.items())) or "nothing to fetch",
+             seconds, options.workers, options.retries, options.timeout_s)
+    atomic_write_json(cache / LAST_RUN_JSON, {
+        "counts": dict(run), "seconds": round(seconds, 3),
+        "options": {"workers": options.workers, "retries": options.retries,
+                    "timeout_s": options.timeout_s, "backoff_s": options.backoff_s},
+    })
 
 
 def _present(row: dict, column: str) -> bool:
@@ -119,18 +221,6 @@ def _present(row: dict, column: str) -> bool:
 
 def _int_or_none(value: object) -> int | None:
     return None if value is None or pd.isna(value) else int(value)
-
-
-def _count(report: StageReport, result: FetchResult) -> None:
-    if not result.ok:
-        report.count("files_failed")
-    elif result.skipped:
-        report.count("files_already_verified")
-    else:
-        report.count("files_fetched")
-        report.count("bytes_fetched", result.size - result.resumed_from)
-        if result.resumed_from:
-            report.count("files_resumed")
 
 
 def write_catalogue(clips: pd.DataFrame, path: Path) -> pa.Table:

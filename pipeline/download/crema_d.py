@@ -27,6 +27,7 @@ from pipeline.config import CREMA_D_EMOTIONS, CREMA_D_LEVELS, CremaDParams
 from pipeline.download.fetch import (
     DownloadError,
     FetchOptions,
+    HttpClient,
     fetch_bytes,
     is_lfs_pointer,
     lfs_pointer_error,
@@ -179,6 +180,7 @@ class CremaDSource:
         self.cache_dir = cache_dir
         self.options = options
         self.local = Path(params.local_dir) if params.local_dir else None
+        self.http = HttpClient(options.workers)
 
     def metadata(self, path: str) -> bytes:
         """Return a metadata file of the repository (fetched once, then read from the cache)."""
@@ -188,8 +190,7 @@ class CremaDSource:
             cached = self.cache_dir / "meta" / path
             if cached.is_file():
                 return cached.read_bytes()
-            data = fetch_bytes(self.raw_url(path), self.options.timeout_s,
-                               self.options.retries, self.options.backoff_s)
+            data = fetch_bytes(self.raw_url(path), self.options, self.http)
             if not is_lfs_pointer(data):
                 atomic_write_bytes(cached, data)
         if is_lfs_pointer(data):
@@ -229,8 +230,7 @@ class CremaDSource:
         def fetch(path: str) -> tuple[str, tuple[int, str] | DownloadError]:
             url = self.raw_url(path)
             try:
-                text = fetch_bytes(url, self.options.timeout_s, self.options.retries,
-                                   self.options.backoff_s)
+                text = fetch_bytes(url, self.options, self.http)
                 return path, parse_lfs_pointer(text, url)
             except DownloadError as error:
                 return path, error

@@ -2,10 +2,16 @@
 
 Every file is downloaded to ``<dest>.part`` and renamed onto ``<dest>`` only once its size
 and SHA-256 match what was expected, so nothing unverified ever appears under a final name.
-A ``.part`` file left by a killed run is resumed with an HTTP ``Range`` request. Timeouts,
-5xx answers and dropped connections are retried with exponential backoff; a 4xx answer, a
-checksum mismatch or a Git LFS pointer served instead of the media is a per-file failure
-(:class:`DownloadError`) that is returned, never raised, so the other files go on.
+
+HTTP goes through urllib3: one pool of kept-alive connections per fetch, and per file one
+:class:`urllib3.util.Retry` budget that retries connection errors, timeouts and 408/425/429/5xx
+answers with exponential backoff, honouring ``Retry-After``. What urllib3 cannot retry by
+itself is a body cut short: the ``.part`` file keeps every byte that arrived and the next
+request asks for the rest with ``Range``, counted against the same budget. A ``.part`` file
+left by a killed run is resumed the same way. Redirects are followed here, not by urllib3,
+so that every hop passes :func:`check_source_url`. A 4xx answer, a checksum mismatch or a
+Git LFS pointer served instead of the media is a per-file failure (:class:`DownloadError`)
+that is returned, never raised, so the other files go on.
 
 Already-verified files are skipped without re-hashing: :class:`VerifiedState` remembers, per
 file, the ``(size, mtime_ns, inode)`` it had when its SHA-256 was last computed, the way git's
@@ -16,8 +22,6 @@ present is hashed once and then remembered.
 from __future__ import annotations
 
 import functools
-import hashlib
-import http.client
 import ipaddress
 import json
 import logging
@@ -25,7 +29,6 @@ import os
 import shutil
 import threading
 import time
-import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable
@@ -33,9 +36,12 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import urllib3
 from tqdm import tqdm
+from urllib3.exceptions import MaxRetryError, ProtocolError, ReadTimeoutError, SSLError
+from urllib3.util import Retry
 
-from pipeline.runtime import atomic_write_text
+from pipeline.runtime import atomic_write_text, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +52,9 @@ LFS_POINTER_MAX_BYTES = 1024
 CHUNK_BYTES = 256 * 1024
 PART_SUFFIX = ".part"
 RETRYABLE_HTTP = frozenset({408, 425, 429, 500, 502, 503, 504})
+BACKOFF_MAX_S = 60.0
+MAX_REDIRECTS = 5
+USER_AGENT = "voice2face-download/1"
 
 
 class DownloadError(Exception):
@@ -58,8 +67,8 @@ class DownloadError(Exception):
         self.url = url
 
 
-class _Retryable(Exception):
-    """A transient failure (timeout, 5xx, reset): try again after a backoff."""
+class _Interrupted(Exception):
+    """A transfer that ended early or unusably (body cut short, 416): try again."""
 
 
 @dataclass(frozen=True)
@@ -180,58 +189,106 @@ def is_lfs_pointer(head: bytes) -> bool:
     return head.startswith(LFS_POINTER_PREFIX)
 
 
-def lfs_pointer_error(url: str) -> DownloadError:
-    """Return the error for a Git LFS pointer found where media was expected."""
-    return DownloadError(
-        "lfs_pointer",
-        "got a Git LFS pointer file instead of the media: the source serves pointers, not "
-        "content. Fetch the real media (in a clone: `git lfs install && git lfs pull`; over "
-        "HTTP: use the LFS media URL, e.g. https://media.githubusercontent.com/media/<owner>/"
-        "<repo>/<branch>/<path>, as media_base_url)",
-        url,
-    )
+def lfs_pointer_error(source: str) -> DownloadError:
+    """Return the error for a Git LFS pointer found where media was expected.
 
-
-class _NoInsecureRedirects(urllib.request.HTTPRedirectHandler):
-    """Follow redirects only to sources :func:`check_source_url` accepts."""
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        check_source_url(newurl)
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
-
-
-_OPENER = urllib.request.build_opener(_NoInsecureRedirects())
-
-
-def open_url(url: str, timeout_s: float, offset: int = 0) -> http.client.HTTPResponse:
-    """Return an open response for ``url`` from byte ``offset`` (a Range request if > 0).
-
-    Raises :class:`DownloadError` for a permanent failure and ``_Retryable`` for a
-    transient one.
+    The advice fits the source: a server that serves pointers needs the LFS media URL; a
+    local file (a folder dataset, a clone) was never pulled.
     """
-    request = urllib.request.Request(url, headers={"User-Agent": "voice2face-download/1"})
-    if offset:
-        request.add_header("Range", f"bytes={offset}-")
-    try:
-        return _OPENER.open(request, timeout=timeout_s)
-    except urllib.error.HTTPError as error:
-        error.close()
-        if error.code in RETRYABLE_HTTP:
-            raise _Retryable(f"HTTP {error.code}") from error
-        if error.code == 416:
-            raise  # the caller restarts from byte 0
-        raise DownloadError(f"http_{error.code}", f"HTTP {error.code} {error.reason}", url) \
-            from error
-    except urllib.error.URLError as error:
-        if isinstance(error.reason, DownloadError):
-            raise error.reason from error
-        raise _Retryable(f"connection failed: {error.reason}") from error
-    except (TimeoutError, ConnectionError, http.client.HTTPException) as error:
-        raise _Retryable(f"{type(error).__name__}: {error}") from error
+    if source.startswith(("http://", "https://")):
+        advice = ("the server serves pointers, not content. Use the LFS media URL, e.g. "
+                  "https://media.githubusercontent.com/media/<owner>/<repo>/<branch>/<path>, as "
+                  "media_base_url, or a local clone with its media pulled (`git lfs pull`)")
+    else:
+        advice = ("the file was never pulled from Git LFS. Run `git lfs install && git lfs "
+                  "pull` in the repository that holds it")
+    return DownloadError("lfs_pointer",
+                         f"got a Git LFS pointer file instead of the media: {advice}", source)
 
 
-def fetch_bytes(url: str, timeout_s: float = 30.0, retries: int = 4,
-                backoff_s: float = 1.0) -> bytes:
+# ------------------------------------------------------------------------------ HTTP
+
+
+class _Backoff(Retry):
+    """urllib3's Retry with the schedule ``download.backoff_s`` documents.
+
+    urllib3 retries the first failure at once; here the first retry waits ``backoff_factor``
+    and each further one doubles it (``Retry-After`` still wins where a server sends it).
+    """
+
+    def get_backoff_time(self) -> float:
+        """Return the seconds to wait before the next retry."""
+        n = len(self.history)
+        return 0.0 if n == 0 else min(self.backoff_max, self.backoff_factor * 2 ** (n - 1))
+
+
+def retry_policy(options: FetchOptions) -> Retry:
+    """Return one file's retry budget: ``options.retries`` retries of any kind, backed off."""
+    return _Backoff(total=options.retries, redirect=False, status_forcelist=RETRYABLE_HTTP,
+                    backoff_factor=options.backoff_s, backoff_max=BACKOFF_MAX_S,
+                    respect_retry_after_header=True, raise_on_status=True)
+
+
+class HttpClient:
+    """Kept-alive connections for ``workers`` threads, direct or through the environment's proxy.
+
+    Like urllib, it honours ``http_proxy`` / ``https_proxy`` / ``no_proxy``; loopback hosts
+    always go direct.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self._direct = urllib3.PoolManager(maxsize=workers)
+        self._proxied = {scheme: urllib3.ProxyManager(proxy, maxsize=workers)
+                         for scheme, proxy in urllib.request.getproxies_environment().items()
+                         if scheme in ("http", "https")}
+
+    def pool(self, url: str) -> urllib3.PoolManager:
+        """Return the connection pool that requests for ``url`` go through."""
+        parts = urllib.parse.urlsplit(url)
+        proxied = self._proxied.get(parts.scheme)
+        if proxied is None or _is_loopback(parts.hostname) \
+                or urllib.request.proxy_bypass_environment(parts.hostname or ""):
+            return self._direct
+        return proxied
+
+    def open(self, url: str, retry: Retry, timeout_s: float, offset: int = 0,
+             preload: bool = False) -> urllib3.BaseHTTPResponse:
+        """Return the response for ``url`` from byte ``offset`` (a Range request if > 0).
+
+        Transient failures are retried within ``retry``; the response's ``retries`` carries
+        the budget on. Redirects are followed only to sources :func:`check_source_url`
+        accepts. Raises :class:`DownloadError` when the budget is spent.
+        """
+        headers = {"User-Agent": USER_AGENT}
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+        timeout = urllib3.Timeout(connect=timeout_s, read=timeout_s)
+        for _ in range(MAX_REDIRECTS + 1):
+            try:
+                response = self.pool(url).urlopen(
+                    "GET", url, headers=headers, retries=retry, redirect=False, timeout=timeout,
+                    preload_content=preload, decode_content=False)
+            except MaxRetryError as error:
+                attempts = len(retry.history) + (retry.total or 0) + 1
+                raise DownloadError("retries_exhausted", f"gave up after {attempts} attempts; "
+                                    f"last: {error.reason}", url) from error
+            location = response.get_redirect_location()
+            if not location:
+                return response
+            response.drain_conn()
+            response.release_conn()
+            url = urllib.parse.urljoin(url, location)
+            check_source_url(url)
+            retry = response.retries or retry
+        raise DownloadError("too_many_redirects", f"more than {MAX_REDIRECTS} redirects", url)
+
+    def clear(self) -> None:
+        """Close every pooled connection."""
+        for manager in (self._direct, *self._proxied.values()):
+            manager.clear()
+
+
+def fetch_bytes(url: str, options: FetchOptions, http: HttpClient | None = None) -> bytes:
     """Return the whole body of a small file (a CSV, an LFS pointer), retrying transients."""
     check_source_url(url)
     if url.startswith("file:"):
@@ -239,34 +296,15 @@ def fetch_bytes(url: str, timeout_s: float = 30.0, retries: int = 4,
         if not path.is_file():
             raise DownloadError("missing_file", "no such file", url)
         return path.read_bytes()
-    for attempt in range(retries + 1):
-        try:
-            with open_url(url, timeout_s) as response:
-                return response.read()
-        except urllib.error.HTTPError as error:
-            raise DownloadError(f"http_{error.code}", f"HTTP {error.code}", url) from error
-        except (_Retryable, TimeoutError, ConnectionError, http.client.HTTPException) as error:
-            if attempt == retries:
-                raise DownloadError("retries_exhausted", f"gave up after {attempt + 1} "
-                                    f"attempts: {error}", url) from error
-            _sleep_backoff(backoff_s, attempt)
-    raise AssertionError("unreachable")
-
-
-def _sleep_backoff(backoff_s: float, attempt: int) -> None:
-    time.sleep(min(60.0, backoff_s * 2**attempt))
+    response = (http or HttpClient(1)).open(url, retry_policy(options), options.timeout_s,
+                                           preload=True)
+    if response.status != 200:
+        raise DownloadError(f"http_{response.status}",
+                            f"HTTP {response.status} {response.reason}", url)
+    return response.data
 
 
 # ---------------------------------------------------------------------- verified state
-
-
-def sha256_file(path: Path) -> str:
-    """Return the SHA-256 hex digest of the file at ``path``."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class VerifiedState:
@@ -352,6 +390,7 @@ class Fetcher:
         self.root = root
         self.options = options
         self.state = state
+        self.http = HttpClient(options.workers)
         self._bar: tqdm | None = None
         self._bar_lock = threading.Lock()
 
@@ -386,6 +425,7 @@ class Fetcher:
                         last_save = time.monotonic()
             finally:
                 self.state.save()
+                self.http.clear()
                 self._bar = None
         return [r for r in results if r is not None]
 
@@ -448,44 +488,51 @@ class Fetcher:
     def _download(self, item: FetchItem, dest: Path) -> FetchResult:
         dest.parent.mkdir(parents=True, exist_ok=True)
         part = dest.with_name(dest.name + PART_SUFFIX)
-        if item.url.startswith("file:"):
-            part.unlink(missing_ok=True)  # local copies are cheap: never resume them
-        attempts = 0
-        resumed_from = 0
-        restarted = False
+        try:
+            if item.url.startswith("file:"):
+                self._copy_file(item, part)  # local copies are cheap: never resumed
+                digest, resumed_from, attempts = self._verify_part(item, part), 0, 1
+            else:
+                digest, resumed_from, attempts = self._download_http(item, part)
+        except DownloadError:
+            part.unlink(missing_ok=True)
+            raise
+        os.replace(part, dest)
+        self.state.record(dest, digest)
+        return FetchResult(item, dest, digest, item.size or 0, resumed_from=resumed_from,
+                           attempts=attempts)
+
+    def _download_http(self, item: FetchItem, part: Path) -> tuple[str, int, int]:
+        """Return ``(sha256, resumed_from, requests)`` once ``part`` is complete and verified.
+
+        Resumed bytes that do not verify may be stitched from two versions of the file:
+        they are thrown away and the file fetched from byte 0, once.
+        """
+        retry = retry_policy(self.options)
+        resumed_from = restarts = 0
         while True:
-            offset = part.stat().st_size if part.exists() else 0
-            if offset > (item.size or 0):
-                part.unlink()
-                offset = 0
-            if offset < (item.size or 0):
-                if offset and not resumed_from:
-                    resumed_from = offset
-                attempts += 1
+            offset = _part_size(part, item.size or 0)
+            if offset is None or offset < (item.size or 0):  # a 0-byte file still needs its .part
+                resumed_from = resumed_from or offset or 0
+                response = self.http.open(item.url, retry, self.options.timeout_s, offset or 0)
+                retry = response.retries or retry
                 try:
-                    self._transfer(item, part, offset)
-                except _Retryable as error:
-                    if attempts > self.options.retries:
-                        raise DownloadError(
-                            "retries_exhausted",
-                            f"gave up after {attempts} attempts; last: {error}", item.url,
-                        ) from error
-                    log.info("retrying %s after %s (attempt %d)", item.url, error, attempts)
-                    _sleep_backoff(self.options.backoff_s, attempts - 1)
+                    self._receive(response, item, part, offset or 0)
+                except _Interrupted as error:
+                    retry = _count_retry(retry, item, error)
                     continue
+                finally:
+                    response.close()  # no-op once the body was read to its end
+                    response.release_conn()
             try:
                 digest = self._verify_part(item, part)
             except DownloadError:
+                if not resumed_from or restarts:
+                    raise
                 part.unlink(missing_ok=True)
-                if resumed_from and not restarted:  # stitched bytes may be from two versions
-                    restarted = True
-                    resumed_from = 0
-                    continue
-                raise
-            os.replace(part, dest)
-            self.state.record(dest, digest)
-            return FetchResult(item, dest, digest, item.size or 0, resumed_from=resumed_from,
-                               attempts=attempts)
+                resumed_from, restarts = 0, 1
+                continue
+            return digest, resumed_from, len(retry.history) + 1 + restarts
 
     def _verify_part(self, item: FetchItem, part: Path) -> str:
         """Return the SHA-256 of a complete ``.part`` file that matches ``item``."""
@@ -504,27 +551,26 @@ class Fetcher:
                                 item.url)
         return digest
 
-    def _transfer(self, item: FetchItem, part: Path, offset: int) -> None:
-        """Append the source's bytes from ``offset`` to ``part``."""
-        if item.url.startswith("file:"):
-            self._copy_file(item, part)
-            return
-        try:
-            response = open_url(item.url, self.options.timeout_s, offset)
-        except urllib.error.HTTPError:  # 416: the .part is not a prefix of this file
+    def _receive(self, response: urllib3.BaseHTTPResponse, item: FetchItem, part: Path,
+                 offset: int) -> None:
+        """Write the response's body to ``part``, appending when it continues from ``offset``."""
+        if response.status == 416:  # the .part is not a prefix of this file
             part.unlink(missing_ok=True)
-            raise _Retryable("HTTP 416 on resume; restarting from byte 0") from None
-        with response:
-            if offset and response.status != 206:
-                offset = 0  # the server ignored Range: start again
-            elif offset and not _content_range_starts_at(response, offset):
-                part.unlink(missing_ok=True)
-                raise _Retryable("Content-Range does not continue the .part file")
-            # unbuffered: a killed run leaves on disk every byte it received
-            with open(part, "ab" if offset else "wb", buffering=0) as out:
-                self._copy_stream(response, out, item, offset)
+            raise _Interrupted("HTTP 416 on resume; restarting from byte 0")
+        if response.status >= 300:
+            raise DownloadError(f"http_{response.status}",
+                                f"HTTP {response.status} {response.reason}", item.url)
+        if offset and response.status != 206:
+            offset = 0  # the server ignored Range: start again
+        elif offset and not _content_range_starts_at(response, offset):
+            part.unlink(missing_ok=True)
+            raise _Interrupted("Content-Range does not continue the .part file")
+        # unbuffered: a killed run leaves on disk every byte it received
+        with open(part, "ab" if offset else "wb", buffering=0) as out:
+            self._copy_stream(response, out, item, offset)
 
-    def _copy_stream(self, response, out, item: FetchItem, offset: int) -> None:
+    def _copy_stream(self, response: urllib3.BaseHTTPResponse, out, item: FetchItem,
+                     offset: int) -> None:
         received = offset
         limit = max(item.size or 0, LFS_POINTER_MAX_BYTES)
         head = b""
@@ -536,11 +582,11 @@ class Fetcher:
                 self._advance(len(chunk))
                 if received > limit:  # wrong file: do not fill the disk with it
                     break
-        except (TimeoutError, ConnectionError, http.client.HTTPException) as error:
-            raise _Retryable(f"{type(error).__name__} after {received} bytes") from error
+        except (ReadTimeoutError, ProtocolError, SSLError) as error:
+            raise _Interrupted(f"{type(error).__name__} after {received} bytes") from error
         served_pointer = offset == 0 and is_lfs_pointer(head)
         if received < (item.size or 0) and not served_pointer:  # verification will say so
-            raise _Retryable(f"connection closed after {received} of {item.size} bytes")
+            raise _Interrupted(f"connection closed after {received} of {item.size} bytes")
 
     def _copy_file(self, item: FetchItem, part: Path) -> None:
         source = file_url_path(item.url)
@@ -552,7 +598,31 @@ class Fetcher:
         self._advance(item.size or 0)
 
 
-def _content_range_starts_at(response: http.client.HTTPResponse, offset: int) -> bool:
+def _part_size(part: Path, size: int) -> int | None:
+    """Return the size of a usable ``.part`` file (None if absent; a too-large one is removed)."""
+    try:
+        offset = part.stat().st_size
+    except FileNotFoundError:
+        return None
+    if offset > size:
+        part.unlink()
+        return None
+    return offset
+
+
+def _count_retry(retry: Retry, item: FetchItem, error: _Interrupted) -> Retry:
+    """Return ``retry`` counted one further after its backoff; DownloadError when spent."""
+    try:
+        retry = retry.increment("GET", item.url, error=error)
+    except MaxRetryError:
+        raise DownloadError("retries_exhausted", f"gave up after {len(retry.history) + 1} "
+                            f"attempts; last: {error}", item.url) from error
+    log.info("retrying %s after %s (attempt %d)", item.url, error, len(retry.history) + 1)
+    retry.sleep()
+    return retry
+
+
+def _content_range_starts_at(response: urllib3.BaseHTTPResponse, offset: int) -> bool:
     value = response.headers.get("Content-Range", "")
     return value.startswith(f"bytes {offset}-")
 

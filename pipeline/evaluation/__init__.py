@@ -11,6 +11,9 @@ Model-independent: numpy arrays in, numbers and tables out. Modules:
 - :mod:`.report` — results table, metrics.json dict, per-clip table, plot data, report.md.
 - :mod:`.face_descriptors` — dlib 128-d descriptors of small crops (imports dlib; not
   re-exported here so that the rest loads without it).
+
+The ``evaluate`` stage itself (not re-exported: it loads the models): :mod:`.encode` (models,
+batched inference), :mod:`.grids` (image grids), :mod:`.stage` (orchestration).
 """
 
 from pipeline.evaluation.attributes import (

@@ -20,6 +20,8 @@ MEAN_FACE = "mean_face"
 RANDOM_SPEAKER = "random_speaker"
 SEX_MEAN_FACE = "sex_mean_face"
 ORACLE = "oracle"
+MODEL = "model"
+"""The row of the voice model's predictions, which the baselines and the oracle frame."""
 
 
 def mean_face(train_latents: np.ndarray, n: int) -> np.ndarray:

@@ -26,7 +26,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from skimage.metrics import mean_squared_error, peak_signal_noise_ratio, structural_similarity
+from skimage.metrics import mean_squared_error, structural_similarity
+
+from pipeline.images import psnr
 
 Similarity = Literal["cosine", "neg_l2"]
 Ties = Literal["expected", "pessimistic"]
@@ -51,19 +53,18 @@ def image_metrics(real: np.ndarray, generated: np.ndarray) -> ImageMetrics:
         real: ``(N, S, S)`` floats in [0, 1].
         generated: ``(N, S, S)`` floats in [0, 1], same shape.
 
-    PSNR is ``inf`` for identical images (scikit-image's convention). SSIM is
-    scikit-image's ``structural_similarity`` with ``data_range=1`` and its default 7x7 window.
+    PSNR (:func:`pipeline.images.psnr`, shared with train_vae) is ``inf`` for identical
+    images. SSIM is scikit-image's ``structural_similarity`` with ``data_range=1`` and its
+    default 7x7 window.
     """
     real, generated = _check_pair(real, generated, ndim=3)
     n = len(real)
-    mse, psnr, ssim = np.empty(n), np.empty(n), np.empty(n)
+    mse, psnr_db, ssim = np.empty(n), np.empty(n), np.empty(n)
     for i in range(n):
         mse[i] = mean_squared_error(real[i], generated[i])
-        psnr[i] = np.inf if mse[i] == 0 else peak_signal_noise_ratio(
-            real[i], generated[i], data_range=1.0
-        )
+        psnr_db[i] = psnr(mse[i])
         ssim[i] = structural_similarity(real[i], generated[i], data_range=1.0)
-    return ImageMetrics(mse=mse, psnr=psnr, ssim=ssim)
+    return ImageMetrics(mse=mse, psnr=psnr_db, ssim=ssim)
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,16 @@ LABEL_COLUMNS = ("clip_id", "speaker_id", "sex", "age", "emotion")
 
 
 @dataclass(frozen=True)
+class DescriptorCheck:
+    """Where dlib's 5-point alignment was plausible (else a template was used), per face set."""
+
+    real: np.ndarray
+    """``(N,)`` bool for the real test crops."""
+    predicted: dict[str, np.ndarray]
+    """Row name -> ``(N,)`` bool for that row's decoded faces."""
+
+
+@dataclass(frozen=True)
 class HeldOut:
     """The held-out clips: labels and real-face representations, row-aligned."""
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import pickle
+import re
+import zipfile
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +13,10 @@ import torch
 from torch import nn
 
 from pipeline.runtime import atomic_path
+
+
+class ModelFileError(ValueError):
+    """A file that cannot be loaded as the model file asked for; the message says which and why."""
 
 
 def save_model_file(
@@ -34,14 +41,53 @@ def save_model_file(
 
 
 def load_model_payload(
-    path: str | Path, kind: str, map_location: str | torch.device = "cpu"
+    path: str | Path, kind: str | Collection[str], map_location: str | torch.device = "cpu"
 ) -> dict[str, Any]:
-    """Return the raw payload (kind, config, state_dict, provenance) of a ``kind`` model file."""
-    payload = torch.load(path, map_location=map_location, weights_only=True)
-    if not isinstance(payload, dict) or payload.get("kind") != kind:
-        found = payload.get("kind") if isinstance(payload, dict) else type(payload).__name__
-        raise ValueError(f"{path}: not a {kind} model file (kind={found!r})")
+    """Return the payload (kind, config, state_dict, provenance) of a model file of ``kind``.
+
+    ``kind``: the kind, or the kinds, the caller can use. The file is read with
+    ``torch.load(weights_only=True)`` only.
+
+    Raises:
+        ModelFileError: naming the file and why: it is not a PyTorch archive, it holds pickled
+            objects beyond tensors and plain data (refused: unpickling them could run code),
+            it is not a model file (no ``kind``), or it is a model of another kind.
+    """
+    kinds = (kind,) if isinstance(kind, str) else tuple(kind)
+    if not _is_torch_archive(path):
+        raise ModelFileError(f"{path}: not a model file (not a PyTorch archive written by "
+                             "torch.save)")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        # from None: torch's own message advises loading with weights_only=False
+        raise ModelFileError(f"{path}: refused: {_unsafe_content(error)}") from None
+    found = payload.get("kind") if isinstance(payload, dict) else None
+    if not isinstance(found, str):
+        raise ModelFileError(f"{path}: not a model file (a PyTorch archive holding a "
+                             f"{type(payload).__name__} without a model kind)")
+    if found not in kinds:
+        raise ModelFileError(f"{path}: not a {' or '.join(kinds)} model file (its kind is "
+                             f"{found!r})")
     return payload
+
+
+def _is_torch_archive(path: str | Path) -> bool:
+    """Return whether ``path`` is a zip archive laid out as ``torch.save`` writes it."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except zipfile.BadZipFile:
+        return False
+    return any(name.endswith("/data.pkl") for name in names)
+
+
+def _unsafe_content(error: pickle.UnpicklingError) -> str:
+    """Return why ``torch.load(weights_only=True)`` refused a file, in our words."""
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+    what = f"a pickled {found.group(1)}" if found else "pickled data"
+    return (f"it holds {what}, not only tensors and plain data; model files hold nothing "
+            "else, so that loading one cannot run code")
 
 
 def check_plain(value: Any, key: str) -> None:

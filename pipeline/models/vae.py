@@ -16,6 +16,10 @@ code, so swapping the label moves the mouth (003 Fig. 7).
 Without emotion labels (000's setting, ``conditional=False``, code width 0) the posterior
 sees the conv features alone and the decoder z alone.
 
+:class:`VaeFaceModel` is the VAE as the stages use it, a
+:class:`~pipeline.models.registry.FaceModel`: its voice target is the conv features, its
+latent the posterior's ``mu`` with the emotion code.
+
 Every shape comes from :class:`VaeConfig`: the encoder's spatial sizes are computed, and
 the decoder's ``output_padding`` makes each transposed conv hit the encoder's size exactly,
 so 64x64 (003) and 150x150 (000) inputs both work.
@@ -34,7 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.models.files import load_model_payload, save_model_file
+from pipeline.models.emotion_code import code_string, emotion_codes
+from pipeline.models.files import ModelFileError, load_model_payload, save_model_file
 
 MODEL_KIND = "FaceVAE"
 
@@ -236,7 +241,95 @@ def load_model_file(path: str | Path, map_location: str | torch.device = "cpu") 
 
 def load_vae(path: str | Path, map_location: str | torch.device = "cpu") -> FaceVAE:
     """Return the :class:`FaceVAE` saved by :func:`save_model`, in eval mode."""
-    payload = load_model_file(path, map_location)
+    return vae_from_payload(load_model_file(path, map_location), map_location)
+
+
+def vae_from_payload(
+    payload: Mapping[str, Any], map_location: str | torch.device = "cpu"
+) -> FaceVAE:
+    """Return the :class:`FaceVAE` of a model file's payload, in eval mode."""
     model = FaceVAE(VaeConfig.from_dict(payload["config"]))
     model.load_state_dict(payload["state_dict"])
     return model.to(map_location).eval()
+
+
+@dataclass(frozen=True)
+class VaeFaceModel:
+    """The face VAE as a :class:`~pipeline.models.registry.FaceModel` (frozen, no gradients).
+
+    Voice target: the encoder's conv features (003 section 3.3), the input of the posterior;
+    latent: the posterior's ``mu`` of a target with the emotion's code (003 section 3.4).
+    """
+
+    vae: FaceVAE
+    """The trained VAE (eval mode)."""
+    emotions: tuple[str, ...]
+    """Emotion names in label order (the dataset's); empty when the VAE is unconditional."""
+    codes: torch.Tensor | None
+    """``(len(emotions), code_dim)``: row ``i`` codes ``emotions[i]``; None when unconditional."""
+
+    @property
+    def image_size(self) -> int:
+        """Return the side S of the square grayscale faces the VAE takes and makes."""
+        return self.vae.config.image_size
+
+    @property
+    def target_dim(self) -> int:
+        """Return the width of the voice target: the conv features."""
+        return self.vae.config.feature_dim
+
+    @torch.no_grad()
+    def voice_target(self, faces: torch.Tensor) -> torch.Tensor:
+        """Return the conv features ``(B, feature_dim)`` of faces ``(B, 1, S, S)``."""
+        return self.vae.features(faces)
+
+    @torch.no_grad()
+    def latents(self, targets: torch.Tensor, emotion: torch.Tensor | None) -> torch.Tensor:
+        """Return ``mu (B, latent_dim)`` of features ``(B, feature_dim)`` and labels ``(B,)``."""
+        return self.vae.posterior(targets, self._codes(emotion))[0]
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, emotion: torch.Tensor | None) -> torch.Tensor:
+        """Return faces ``(B, 1, S, S)`` in [0, 1] of ``mu (B, latent_dim)`` and labels ``(B,)``."""
+        return self.vae.decode(latents, self._codes(emotion))
+
+    def _codes(self, emotion: torch.Tensor | None) -> torch.Tensor | None:
+        if self.codes is None:
+            if emotion is not None:
+                raise ValueError("this VAE is unconditional: it takes no emotion")
+            return None
+        if emotion is None:
+            raise ValueError(f"this VAE needs an emotion (one of {', '.join(self.emotions)})")
+        return self.codes.to(emotion.device)[emotion]
+
+
+def face_model_from_payload(
+    payload: Mapping[str, Any], path: str | Path, map_location: str | torch.device = "cpu"
+) -> VaeFaceModel:
+    """Return the :class:`VaeFaceModel` of a VAE file's payload, with its emotion codes.
+
+    A conditional VAE's provenance names its emotions (the train_vae stage records them with
+    their codes). The codes follow from the emotions and the code width
+    (:func:`~pipeline.models.emotion_code.emotion_codes`); recorded codes must equal them.
+
+    Raises:
+        ModelFileError: naming ``path``, when the emotions are missing or do not fit the code.
+    """
+    vae = vae_from_payload(payload, map_location)
+    if not vae.config.conditional:
+        return VaeFaceModel(vae, (), None)
+    provenance = payload.get("provenance", {})
+    if "emotions" not in provenance:
+        raise ModelFileError(f"{path}: the VAE's provenance lacks its emotions; save it with "
+                             "the train_vae stage")
+    emotions = tuple(provenance["emotions"])
+    bits, rest = divmod(vae.config.code_dim, max(len(emotions), 1))
+    if rest or bits < 1:
+        raise ModelFileError(f"{path}: code width {vae.config.code_dim} does not fit "
+                             f"{len(emotions)} emotions")
+    codes = emotion_codes(emotions, bits)
+    recorded = provenance.get("codes")
+    if recorded is not None and list(recorded) != [code_string(c) for c in codes]:
+        raise ModelFileError(f"{path}: VAE trained with emotion codes {recorded}, not the codes "
+                             f"of {list(emotions)} at {bits} bits per class")
+    return VaeFaceModel(vae, emotions, codes.to(map_location))

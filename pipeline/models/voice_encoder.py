@@ -55,6 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.config import TrainVoiceParams
 from pipeline.models.files import load_model_payload, save_model_file
 
 MODEL_KIND = "VoiceEncoder"
@@ -235,6 +236,15 @@ class VoiceEncoder(nn.Module):
             config.gru_hidden, key_dim, config.out_dim, config.heads
         )
 
+    @property
+    def target_dim(self) -> int:
+        """Return the width of the voice target it predicts (:attr:`VoiceEncoderConfig.out_dim`)."""
+        return self.config.out_dim
+
+    def voice_target(self, waves: torch.Tensor) -> torch.Tensor:
+        """Return the predicted voice targets ``(B, out_dim)`` of waveforms ``(B, N)``."""
+        return self(waves)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return features ``(B, out_dim)`` of waveforms ``(B, N)`` or frames ``(B, 1, L, T)``.
 
@@ -303,7 +313,19 @@ def load_voice_encoder(
     path: str | Path, map_location: str | torch.device = "cpu"
 ) -> VoiceEncoder:
     """Return the :class:`VoiceEncoder` saved by :func:`save_voice_encoder`, in eval mode."""
-    payload = load_voice_encoder_file(path, map_location)
+    return voice_encoder_from_payload(load_voice_encoder_file(path, map_location), path,
+                                      map_location)
+
+
+def voice_encoder_from_payload(
+    payload: Mapping[str, Any], path: str | Path, map_location: str | torch.device = "cpu"
+) -> VoiceEncoder:
+    """Return the :class:`VoiceEncoder` of a model file's payload, in eval mode."""
     model = VoiceEncoder(VoiceEncoderConfig.from_dict(payload["config"]))
     model.load_state_dict(payload["state_dict"])
     return model.to(map_location).eval()
+
+
+def build_voice_encoder(params: TrainVoiceParams, target_dim: int) -> VoiceEncoder:
+    """Return a new 003 Table 1 encoder with the face model's target width and ``pooling``."""
+    return VoiceEncoder(VoiceEncoderConfig(out_dim=target_dim, pooling=params.pooling))

@@ -42,7 +42,12 @@ from pipeline.audio.prepare import PreparedAudio, prepare_audio
 from pipeline.config import AudioParams, FacesParams
 from pipeline.images import to_uint8
 from pipeline.runtime import QuarantineError
-from pipeline.serve.engine import FaceModel, GenerationError, ModelFiles, load_face_models
+from pipeline.serve.engine import (
+    GenerationError,
+    ModelFiles,
+    ServedModel,
+    load_served_models,
+)
 from pipeline.serve.enrol import enrolment_face
 from pipeline.serve.gallery import (
     DuplicateNameError,
@@ -103,7 +108,7 @@ class Service:
 
     def __init__(self, settings: ServeSettings) -> None:
         self.settings = settings
-        self.models: dict[str, FaceModel] = load_face_models(settings.models, settings.audio)
+        self.models: dict[str, ServedModel] = load_served_models(settings.models, settings.audio)
         self.gallery = Gallery(settings.gallery)
         if settings.dataset is not None:
             self.gallery.sync_dataset(settings.dataset, settings.clips_per_speaker)
@@ -115,7 +120,7 @@ class Service:
         log.info("gallery %s: %d people", settings.gallery, len(people))
         self.queue = InferenceQueue(settings.workers, settings.queue)
 
-    def model(self, name: str | None) -> FaceModel:
+    def model(self, name: str | None) -> ServedModel:
         """Return the model called ``name`` (None: the default); 422 for an unknown name."""
         if name is None or name == "":
             return next(iter(self.models.values()))
@@ -124,7 +129,7 @@ class Service:
                              f"no model {name!r}; choose one of {', '.join(self.models)}")
         return self.models[name]
 
-    def generate(self, path: Path, label: str, model: FaceModel, emotion: str | None
+    def generate(self, path: Path, label: str, model: ServedModel, emotion: str | None
                  ) -> dict[str, Any]:
         """Return the JSON answer of ``POST /api/generate`` for the audio at ``path``."""
         prepared = self.prepare_voice(path, label)
@@ -151,7 +156,7 @@ class Service:
                       "silences_removed": prepared.silences_removed},
         }
 
-    def identify(self, path: Path, label: str, workdir: Path, model: FaceModel
+    def identify(self, path: Path, label: str, workdir: Path, model: ServedModel
                  ) -> dict[str, Any]:
         """Return the people whose real faces are nearest to the face in a photo or video."""
         crop = self.crop_face(path, label, workdir)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.evaluation.metrics import similarity_matrix
-from pipeline.serve.engine import FaceModel
+from pipeline.serve.engine import ServedModel
 from pipeline.serve.gallery import Person, Samples
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ class _Vectors:
 class PeopleIndex:
     """The people's vectors under one model; thread-safe."""
 
-    def __init__(self, model: FaceModel, voice_samples: int) -> None:
+    def __init__(self, model: ServedModel, voice_samples: int) -> None:
         self.model = model
         self.voice_samples = voice_samples
         """Length of the clips the voice encoder reads; other clips are left out."""

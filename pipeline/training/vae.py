@@ -33,11 +33,12 @@ import torch
 from torch.utils.data import Dataset
 
 from pipeline.config import TrainVaeParams, to_dict
-from pipeline.images import image_grid, placeholder_image, save_png
+from pipeline.images import image_grid, placeholder_image, psnr, save_png
 from pipeline.loaders import META_JSON, ShardDataset, load_split, read_meta, split_shards
 from pipeline.models.emotion_code import code_string, emotion_codes
-from pipeline.models.vae import FaceVAE, VaeConfig, load_model_file, save_model, vae_loss
-from pipeline.runtime import git_revision
+from pipeline.models.registry import face_model_entry
+from pipeline.models.vae import MODEL_KIND, FaceVAE, VaeConfig, save_model, vae_loss
+from pipeline.runtime import git_revision, hash_file
 from pipeline.training.fit import RESUME_IGNORED, DvcLiveCallback, FitSettings, evaluate, fit
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,9 @@ def train_vae(
 
     The caller seeds the RNGs (model initialisation draws from torch's generator).
     """
+    if face_model_entry(params.model).kind != MODEL_KIND:
+        raise ValueError(f"train_vae.model: {params.model!r} is not trained by this stage "
+                         "(it trains the VAE)")
     out_dir = Path(out_dir)
     meta = read_meta(dataset_dir)
     emotions: list[str] = list(meta["emotions"])
@@ -177,17 +181,6 @@ def _why_unconditional(emotions: Sequence[str]) -> str:
             else "train_vae.conditional is false")
 
 
-def model_emotion_codes(model_path: str | Path) -> tuple[list[str], torch.Tensor]:
-    """Return a trained model's emotion labels and code table ``(n_emotions, code_dim)``.
-
-    Row ``i`` codes ``emotions[i]`` (the dataset's label order), as in training.
-    """
-    provenance = load_model_file(model_path)["provenance"]
-    emotions = list(provenance["emotions"])
-    bits = int(provenance["params"]["code_bits_per_class"])
-    return emotions, emotion_codes(emotions, bits)
-
-
 def _split(params: TrainVaeParams, dataset_dir: str | Path, split: str) -> Dataset:
     if params.in_memory:
         return load_split(dataset_dir, split)
@@ -202,9 +195,7 @@ def dataset_fingerprint(dataset_dir: str | Path) -> str:
         files += split_shards(dataset_dir, split)
     for path in files:
         digest.update(str(path.relative_to(dataset_dir)).encode() + b"\0")
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
+        hash_file(path, digest)
     return digest.hexdigest()
 
 
@@ -235,11 +226,6 @@ def final_metrics(
             objective.codes[emotions.index("SAD")],
         )
     return metrics
-
-
-def psnr(mse: float) -> float:
-    """Return the PSNR in dB of a per-pixel MSE of images in [0, 1]."""
-    return 10.0 * math.log10(1.0 / mse) if mse > 0 else float("inf")
 
 
 def _mean_face(data: Dataset) -> torch.Tensor:

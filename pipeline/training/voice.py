@@ -1,9 +1,10 @@
 """The ``train_voice`` stage: train the voice encoder to hit the frozen VAE's face features.
 
-003 section 3.3 / 4.3: the DeepTalk-style encoder (:mod:`pipeline.models.voice_encoder`) is
-trained with MSE (Adam, batch 32) to output, from a clip's voice, the features the VAE
-encoder extracts from the clip's face. Generation then runs those features through the
-VAE's posterior and decoder (:mod:`pipeline.models.voice_to_face`).
+003 section 3.3 / 4.3: the DeepTalk-style encoder (:mod:`pipeline.models.voice_encoder`; the
+voice model ``train_voice.model`` names, :mod:`pipeline.models.registry`) is trained with MSE
+(Adam, batch 32) to output, from a clip's voice, the features the VAE encoder extracts from
+the clip's face (the face model's voice target). Generation then runs those features through
+the VAE's posterior and decoder (:mod:`pipeline.models.voice_to_face`).
 
 **Target: ``vae.features(face)``, not ``mu``.** These are the conv features the VAE turns
 into mu / sigma, *before* the emotion code is appended (003 section 3.4). The voice encoder
@@ -49,7 +50,6 @@ provenance), ``<out>/voice_to_face.png`` (validation clips: true face | VAE reco
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -67,10 +67,17 @@ from pipeline.config import TrainVoiceParams, to_dict
 from pipeline.evaluation.metrics import retrieval_metrics, score_speakers, speaker_gallery
 from pipeline.images import image_grid, save_png
 from pipeline.loaders import SplitTensors, load_split, read_meta
-from pipeline.models.vae import FaceVAE, load_vae
-from pipeline.models.voice_encoder import VoiceEncoder, VoiceEncoderConfig, save_voice_encoder
-from pipeline.models.voice_to_face import VoiceToFace, vae_emotion_codes
-from pipeline.runtime import atomic_path, git_revision
+from pipeline.models.files import save_model_file
+from pipeline.models.inference import batched
+from pipeline.models.registry import (
+    FaceModel,
+    check_fits_dataset,
+    load_face_model,
+    voice_model_entry,
+)
+from pipeline.models.voice_encoder import VoiceEncoder
+from pipeline.models.voice_to_face import VoiceToFace
+from pipeline.runtime import atomic_path, git_revision, sha256_file
 from pipeline.training.fit import (
     RESUME_IGNORED,
     Callback,
@@ -89,24 +96,18 @@ GRID_PNG = "voice_to_face.png"
 _STD_FLOOR = 1e-2
 """A feature's std is floored at this share of the mean std: near-constant features are not
 blown up into noise the encoder would have to chase."""
-_INFERENCE_BATCH = 64
 
 
 # --- targets -------------------------------------------------------------------------------
 
 
-@torch.no_grad()
-def face_features(vae: FaceVAE, faces: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Return the frozen VAE encoder's conv features ``(N, feature_dim)`` of faces ``(N, 1, S, S)``.
+def face_features(face: FaceModel, faces: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Return the frozen face model's voice targets ``(N, target_dim)`` of faces ``(N, 1, S, S)``.
 
-    These are the voice encoder's regression targets (003 section 3.3; see the module
-    docstring for why features rather than mu).
+    For the VAE, its encoder's conv features: the voice encoder's regression targets (003
+    section 3.3; see the module docstring for why features rather than mu).
     """
-    vae.eval()
-    device = next(vae.parameters()).device
-    parts = [vae.features(faces[i:i + batch_size].to(device)).cpu()
-             for i in range(0, len(faces), batch_size)]
-    return torch.cat(parts) if parts else torch.zeros(0, vae.config.feature_dim)
+    return batched(face.voice_target, faces, batch_size=batch_size)
 
 
 def speaker_mean_targets(targets: torch.Tensor, speakers: Sequence[str]) -> torch.Tensor:
@@ -305,10 +306,10 @@ def voice_metrics(
     all validation speakers' means; ``r1_chance`` is 1 / speakers. ``r1_true_latents``
     ranks the clips' true latents the same way: the ceiling the face side allows.
     """
-    predicted = predict_features(model.encoder, val.audio)
-    emotion = torch.full((len(predicted),), model.emotion_index(None))
-    generated = model.latents(predicted, emotion).numpy()
-    true = model.latents(true_features, emotion).numpy()
+    predicted = batched(model.voice.voice_target, val.audio)
+    emotion = model.emotion_labels(None, len(predicted))
+    generated = model.face.latents(predicted, emotion).numpy()
+    true = model.face.latents(true_features, emotion).numpy()
     gallery = speaker_gallery(true, val.speaker_id)
     voice = retrieval_metrics(score_speakers(generated, gallery, val.speaker_id), ks=(1,))
     ceiling = retrieval_metrics(score_speakers(true, gallery, val.speaker_id), ks=(1,))
@@ -330,25 +331,13 @@ def voice_metrics(
     }
 
 
-@torch.no_grad()
-def predict_features(encoder: VoiceEncoder, audio: torch.Tensor) -> torch.Tensor:
-    """Return the encoder's outputs ``(N, D)`` for waveforms ``(N, L)`` (eval mode, on CPU)."""
-    encoder.eval()
-    device = next(encoder.parameters()).device
-    parts = [encoder(audio[i:i + _INFERENCE_BATCH].to(device)).cpu()
-             for i in range(0, len(audio), _INFERENCE_BATCH)]
-    return torch.cat(parts)
-
-
 def voice_to_face_grid(model: VoiceToFace, val: SplitTensors, n: int) -> Image.Image:
     """Return 003 Fig. 6: per validation clip (one per speaker), true | VAE | from the voice."""
     index = _one_clip_per_speaker(val.speaker_id)[:n]
-    faces, emotion = val.face[index], val.emotion[index]
-    device = next(model.vae.parameters()).device
-    with torch.no_grad():
-        mu = model.latents(model.vae.features(faces.to(device)), emotion)
-        recon = model.decode(mu, emotion).cpu()
-    generated = model.faces(val.audio[index].to(device), emotion).cpu()
+    faces, emotion = val.face[index], model.clip_emotions(val.emotion[index])
+    face = model.face
+    recon = face.decode(face.latents(face.voice_target(faces), emotion), emotion)
+    generated = model.faces(val.audio[index], emotion)
     tiles, labels = [], []
     for i, k in enumerate(index):
         tiles += [faces[i].numpy(), recon[i].numpy(), generated[i].numpy()]
@@ -366,18 +355,6 @@ def _one_clip_per_speaker(speakers: Sequence[str]) -> list[int]:
 # --- the stage -----------------------------------------------------------------------------
 
 
-def encoder_config(params: TrainVoiceParams, feature_dim: int) -> VoiceEncoderConfig:
-    """Return the 003 Table 1 encoder with the VAE's feature width and ``params.pooling``."""
-    return VoiceEncoderConfig(out_dim=feature_dim, pooling=params.pooling)
-
-
-def file_sha256(path: str | Path) -> str:
-    """Return the SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def train_voice(
@@ -393,22 +370,21 @@ def train_voice(
     The caller seeds the RNGs (model initialisation draws from torch's generator).
     """
     meta = read_meta(dataset_dir)
-    vae = load_vae(vae_path)
-    emotions, codes = vae_emotion_codes(vae_path)
-    _check_compatible(meta, vae, emotions, vae_path)
+    entry = voice_model_entry(params.model)
+    face = load_face_model(vae_path).model
+    check_fits_dataset(face, meta, vae_path)
     train, val = load_split(dataset_dir, "train"), load_split(dataset_dir, "val")
-    train_targets, val_features = face_features(vae, train.face), face_features(vae, val.face)
+    train_targets, val_features = face_features(face, train.face), face_features(face, val.face)
     val_targets = val_features
     if params.target == "speaker_mean":
         train_targets = speaker_mean_targets(train_targets, train.speaker_id)
         val_targets = speaker_mean_targets(val_features, val.speaker_id)
     scaler = TargetScaler.fit(train_targets, params.standardize_targets)
-    config = encoder_config(params, vae.config.feature_dim)
-    encoder = VoiceEncoder(config)
+    encoder = entry.build(params, face.target_dim)
     objective = VoiceObjective(scaler.scale)
     settings = FitSettings.from_params(params)
-    identity = {"data": dataset_fingerprint(dataset_dir), "vae": file_sha256(vae_path),
-                "model": config.to_dict()}
+    identity = {"data": dataset_fingerprint(dataset_dir), "vae": sha256_file(vae_path),
+                "model": encoder.config.to_dict()}
     live = DvcLiveCallback(live_dir)
     best = BestWeights(checkpoint_dir)
     log.info("train_voice: %d train / %d val clips, targets %s from %s", len(train), len(val),
@@ -426,13 +402,13 @@ def train_voice(
         epoch = best.restore(encoder)
         log.info("keeping epoch %d of %d (lowest val loss %.4f)", epoch, state.epoch, best.value)
     encoder = fold_output_affine(encoder.cpu(), scaler)
-    model = VoiceToFace(vae, encoder.eval(), emotions, codes)
+    model = VoiceToFace(face, encoder.eval())
     metrics = {"val_mse": state.history[epoch - 1]["val/loss"], "epoch": float(epoch),
                **voice_metrics(model, val, val_features, params.collapse_warning)}
     live.finish({f"final/{k}": v for k, v in metrics.items()})
     out_dir = Path(out_dir)
-    save_voice_encoder(out_dir / MODEL_FILE, encoder, {
-        "params": to_dict(params), "emotions": list(emotions), "vae_sha256": identity["vae"],
+    save_model_file(out_dir / MODEL_FILE, entry.kind, encoder, {
+        "params": to_dict(params), "emotions": list(face.emotions), "vae_sha256": identity["vae"],
         "data": identity["data"], "sample_rate": int(meta["sample_rate"]),
         "audio_samples": int(meta["audio_samples"]), "targets": "vae.features (standardised "
         "in training, folded back)" if params.standardize_targets else "vae.features",
@@ -444,13 +420,3 @@ def train_voice(
     log.info("final metrics: %s", {k: round(v, 5) for k, v in metrics.items()})
     return metrics
 
-
-def _check_compatible(
-    meta: Mapping[str, Any], vae: FaceVAE, emotions: Sequence[str], vae_path: str | Path
-) -> None:
-    if list(meta["emotions"]) != list(emotions):
-        raise ValueError(f"{vae_path} was trained with emotions {list(emotions)}, the dataset "
-                         f"has {list(meta['emotions'])}")
-    if int(meta["face_size"]) != vae.config.image_size:
-        raise ValueError(f"{vae_path} takes {vae.config.image_size}px faces, the dataset has "
-                         f"{meta['face_size']}px")

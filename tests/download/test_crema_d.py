@@ -1,5 +1,6 @@
 import csv
 import hashlib
+import json
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import yaml
 
 from pipeline import schemas
 from pipeline.config import CremaDParams, DownloadParams, to_dict
-from pipeline.download.catalogue import prepare_dataset
+from pipeline.download.catalogue import EmptyCatalogueError, prepare_dataset
 from pipeline.download.crema_d import (
     KNOWN_BAD,
     clips_from_names,
@@ -67,9 +68,9 @@ class CremaDRepo:
         for p in repo_paths:
             self.manifest[p] = (len(_media_bytes(p)), hashlib.sha256(_media_bytes(p)).hexdigest())
 
-    def params(self, **crema_d) -> DownloadParams:
+    def params(self, workers: int = 4, retries: int = 2, **crema_d) -> DownloadParams:
         return DownloadParams(
-            dataset="crema-d", workers=4, retries=2, timeout_s=2.0, backoff_s=0.01,
+            dataset="crema-d", workers=workers, retries=retries, timeout_s=2.0, backoff_s=0.01,
             crema_d=CremaDParams(raw_base_url=f"{self.server.url}/raw",
                                  media_base_url=f"{self.server.url}/media", **crema_d),
         )
@@ -96,6 +97,15 @@ def _expected(crema_d_dir, actors=(), emotions=()) -> set[str]:
 
 def _paths(stems, media=("VideoFlash/{}.flv", "AudioWAV/{}.wav")):
     return [pattern.format(s) for s in stems for pattern in media]
+
+
+def _last_run(cache: Path) -> dict[str, int]:
+    """Return this run's fetch counts (kept out of the hashed output)."""
+    return json.loads((cache / "crema-d" / "last-run.json").read_text())["counts"]
+
+
+def _media_files(out: Path) -> set[str]:
+    return {p.relative_to(out).as_posix() for p in (out / "media").rglob("*") if p.is_file()}
 
 
 # ------------------------------------------------------------------ real metadata
@@ -134,6 +144,10 @@ def test_subset_is_fetched_verified_and_catalogued(repo, crema_d_dir, tmp_path):
     wanted = _expected(crema_d_dir, actors, emotions)
     kept = sorted(wanted - set(KNOWN_BAD))
     repo.fabricate(_paths(kept))
+    resumed = f"VideoFlash/{kept[0]}.flv"
+    repo.server.fail(f"/media/{resumed}", "drop")  # this run's history, not the output's
+    total_bytes = sum(len(_media_bytes(p)) for p in _paths(kept))
+    total_bytes -= len(_media_bytes(resumed)) // 2
     out = tmp_path / "out"
     report = prepare_dataset(repo.params(actors=actors, emotions=emotions), out,
                              tmp_path / "cache", progress=False)
@@ -163,20 +177,29 @@ def test_subset_is_fetched_verified_and_catalogued(repo, crema_d_dir, tmp_path):
     assert set(quarantine["item"]) == excluded
     assert set(quarantine["reason"]) == {"known_bad"}
     assert report.info["missing_required"] == 0
-    assert report.counts["files_fetched"] == 2 * len(kept)
+    assert report.counts["files_verified"] == 2 * len(kept)
+    assert _last_run(tmp_path / "cache") == {"files_fetched": 2 * len(kept), "files_resumed": 1,
+                                             "bytes_fetched": total_bytes}
     assert report.info["clips_listed"] == 7442
     assert (report.info["clips_not_selected"] + report.n_rejected + len(catalogue)
             == report.info["clips_listed"])
     fetched = {r.path for r in repo.media_requests()}
     assert fetched == {f"/media/{p}" for p in _paths(kept)}  # nothing outside the subset
+    assert _media_files(out) == {f"media/{p}" for p in _paths(kept)}
 
-    # A re-run with everything present fetches nothing: no pointers, no media.
+    # A re-run with everything present, and other fetch settings, fetches nothing (no
+    # pointers, no media) and writes the same bytes: the stages downstream stay up to date.
     n_requests = len(repo.server.requests)
-    again = prepare_dataset(repo.params(actors=actors, emotions=emotions), out,
-                            tmp_path / "cache", progress=False)
+    again_out = tmp_path / "again"
+    prepare_dataset(repo.params(workers=1, retries=0, actors=actors, emotions=emotions),
+                    again_out, tmp_path / "cache", progress=False)
     assert len(repo.server.requests) == n_requests
-    assert again.counts["files_already_verified"] == 2 * len(kept)
-    assert pq.read_table(out / "catalogue.parquet").equals(table)
+    assert _last_run(tmp_path / "cache") == {"files_already_verified": 2 * len(kept)}
+    for name in ("report.json", "catalogue.parquet", "quarantine.parquet"):
+        assert (again_out / name).read_bytes() == (out / name).read_bytes()
+    written = json.loads((out / "report.json").read_text())
+    assert written["info"]["params"] == {"actors": list(actors), "emotions": list(emotions),
+                                         "known_bad": "exclude", "max_clips": 0, "media": "both"}
 
 
 def test_known_bad_clips_can_be_kept_with_a_flag(repo, crema_d_dir, tmp_path):
@@ -229,11 +252,24 @@ def test_failures_are_reported_with_url_and_the_stage_exits_non_zero(repo, tmp_p
     assert "git lfs pull" in quarantine.loc[f"{repo.server.url}/media/{pointer_only}", "detail"]
     catalogue = pd.read_parquet(out / "catalogue.parquet")
     assert sorted(catalogue["clip_id"]) == kept[2:]
-    assert not (out / "media" / lost).exists() and not (out / "media" / pointer_only).exists()
+    # media holds exactly the kept clips: not the verified sibling files of the two lost ones
+    assert _media_files(out) == set(catalogue["video_path"]) | set(catalogue["audio_path"])
+    assert len(_media_files(out)) == 2 * (len(kept) - 2)
     report = yaml.safe_load((out / "report.json").read_text())
     assert report["info"]["missing_required"] == 2
     assert report["counts"]["files_failed"] == 2
-    assert report["counts"]["files_fetched"] == 2 * len(kept) - 2
+    assert report["counts"]["files_verified"] == 2 * len(kept) - 2
+    assert report["rejected"] == 2 and len(catalogue) + report["rejected"] == len(kept)
+
+
+def test_a_selection_without_clips_fails_naming_the_counts(repo, tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(EmptyCatalogueError) as error:
+        prepare_dataset(repo.params(actors=("9999",)), out, tmp_path / "cache", progress=False)
+    assert str(error.value) == (
+        f"no clip kept from CREMA-D: 7442 listed, 7442 not selected by download.crema_d; "
+        f"see {out / 'report.json'} and {out / 'quarantine.parquet'}")
+    assert json.loads((out / "report.json").read_text())["info"]["clips_not_selected"] == 7442
 
 
 def test_local_clone_is_read_without_http_and_pointers_are_refused(tmp_path, crema_d_dir):

@@ -1,6 +1,7 @@
 import hashlib
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -9,9 +10,11 @@ from pipeline.download.fetch import (
     DownloadError,
     FetchItem,
     FetchOptions,
+    HttpClient,
     VerifiedState,
     check_source_url,
     fetch_all,
+    fetch_bytes,
     safe_destination,
 )
 from tests.http_server import FaultServer
@@ -200,3 +203,81 @@ def test_symlink_escape_is_rejected(tmp_path):
     os.symlink(tmp_path, tmp_path / "root" / "link")
     with pytest.raises(DownloadError):
         safe_destination(tmp_path / "root", "link/x")
+
+
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+
+
+def test_a_zero_byte_file_is_fetched_over_http_and_copied_from_file(server, tmp_path):
+    item = _item(server, "empty.flv", b"")
+    source = tmp_path / "src" / "empty.mp4"
+    source.parent.mkdir()
+    source.write_bytes(b"")
+    results = _fetch(tmp_path / "root", [item, FetchItem(source.as_uri(), "folder/empty.mp4")])
+    for result in results:
+        assert result.ok, result.error
+        assert (result.size, result.sha256) == (0, EMPTY_SHA256)
+        assert result.path.read_bytes() == b""
+        assert not result.path.with_name(result.path.name + ".part").exists()
+    assert [r.range for r in server.requests_for("/media/empty.flv")] == [None]
+
+
+def test_retry_after_is_honoured(server, tmp_path):
+    item = _item(server, "busy.flv", _blob(11, 2000))
+    server.fail("/media/busy.flv", "429")
+    server.retry_after_s = 1
+    start = time.monotonic()
+    (result,) = _fetch(tmp_path, [item])  # backoff_s is 0.01: only Retry-After waits 1 s
+    assert time.monotonic() - start >= 0.95
+    assert result.ok and result.attempts == 2
+    assert [r.fault for r in server.requests_for("/media/busy.flv")] == ["429", None]
+
+
+def test_connections_are_kept_alive(server, tmp_path):
+    items = [_item(server, f"k{i}.flv", _blob(i, 3000)) for i in range(6)]
+    one_worker = FetchOptions(workers=1, retries=0, timeout_s=5, progress=False)
+    assert all(r.ok for r in _fetch(tmp_path, items, one_worker))
+    assert len({r.client_port for r in server.requests}) == 1  # one connection, six requests
+
+
+def test_redirects_are_followed_only_to_allowed_sources(server, tmp_path):
+    data = _blob(12, 1500)
+    item = _item(server, "real.flv", data)
+    server.redirects["/moved.flv"] = "/media/real.flv"  # relative, same loopback server
+    server.redirects["/away.flv"] = "http://example.com/real.flv"
+    moved = FetchItem(f"{server.url}/moved.flv", "moved.flv", item.size, item.sha256)
+    away = FetchItem(f"{server.url}/away.flv", "away.flv", item.size, item.sha256)
+    ok, refused = _fetch(tmp_path, [moved, away])
+    assert ok.ok and (tmp_path / "moved.flv").read_bytes() == data
+    assert refused.error.reason == "bad_url"
+    assert refused.error.url == "http://example.com/real.flv"
+    assert not (tmp_path / "away.flv").exists()
+    with pytest.raises(DownloadError) as error:
+        fetch_bytes(f"{server.url}/away.flv", FAST)
+    assert error.value.reason == "bad_url"
+
+
+def test_fetch_bytes_retries_transients_and_names_permanent_failures(server):
+    server.files["/meta.csv"] = b"a,b\n1,2\n"
+    server.fail("/meta.csv", "500", "drop")
+    assert fetch_bytes(f"{server.url}/meta.csv", FAST) == b"a,b\n1,2\n"
+    assert len(server.requests_for("/meta.csv")) == 3
+    with pytest.raises(DownloadError) as error:
+        fetch_bytes(f"{server.url}/nothing.csv", FAST)
+    assert (error.value.reason, error.value.url) == ("http_404", f"{server.url}/nothing.csv")
+    server.always["/down.csv"] = "500"
+    server.files["/down.csv"] = b"x"
+    with pytest.raises(DownloadError) as error:
+        fetch_bytes(f"{server.url}/down.csv", FAST)
+    assert error.value.reason == "retries_exhausted"
+    assert error.value.detail.startswith(f"gave up after {FAST.retries + 1} attempts")
+
+
+def test_the_environment_proxy_is_used_except_for_loopback_and_no_proxy(monkeypatch):
+    monkeypatch.setenv("https_proxy", "http://proxy.example:3128")
+    monkeypatch.setenv("no_proxy", "mirror.example")
+    http = HttpClient(2)
+    direct = http.pool("http://127.0.0.1:8000/a")
+    assert http.pool("https://media.githubusercontent.com/x") is not direct
+    assert http.pool("https://mirror.example/x") is direct
+    assert http.pool("http://localhost/a") is direct

@@ -43,6 +43,20 @@ def test_image_metrics_of_a_constant_offset_match_hand_values():
     assert np.all(result.ssim < 0.01)  # structure-free images that differ in mean
 
 
+def test_psnr_is_scikit_images_to_the_bit_and_the_one_train_vae_reports(deterministic_rng):
+    from skimage.metrics import peak_signal_noise_ratio
+
+    from pipeline.images import psnr
+    from pipeline.training import vae
+
+    real = deterministic_rng.random((50, 16, 16))  # float64, as image_metrics compares
+    generated = np.clip(real + 0.1 * deterministic_rng.normal(size=real.shape), 0, 1)
+    expected = [peak_signal_noise_ratio(r, g, data_range=1.0)
+                for r, g in zip(real, generated, strict=True)]
+    assert image_metrics(real, generated).psnr.tolist() == expected
+    assert vae.psnr is psnr and psnr(0.0) == math.inf
+
+
 def test_image_metrics_reject_mismatched_shapes():
     with pytest.raises(ValueError, match="shape"):
         image_metrics(np.zeros((2, 8, 8)), np.zeros((2, 8, 9)))

@@ -269,8 +269,9 @@ def test_dlib_face_space_is_scored_and_reported(repo_root, inputs):
 
 
 def test_mismatched_models_are_refused_naming_the_file(tmp_path):
-    from pipeline.evaluation.stage import load_models
+    from pipeline.evaluation.encode import load_models
 
+    meta = {"emotions": list(EMOTIONS), "face_size": FACE}
     vae = FaceVAE(VaeConfig(image_size=FACE, feature_dim=FEATURES, latent_dim=6, code_dim=8,
                             channels=(4, 8)))
     vae_path = save_model(tmp_path / "vae.pt", vae, {"emotions": list(EMOTIONS)})
@@ -279,12 +280,19 @@ def test_mismatched_models_are_refused_naming_the_file(tmp_path):
         voice = VoiceEncoder(VoiceEncoderConfig(frames=16, reference_channels=(4,) * 6,
                                                 gru_hidden=8, out_dim=width, heads=2))
         paths[width] = save_voice_encoder(tmp_path / f"voice{width}.pt", voice, {})
-    with pytest.raises(ValueError, match=r"voice8\.pt: voice encoder outputs 8 features"):
-        load_models(vae_path, paths[8], EMOTIONS)
-    with pytest.raises(ValueError, match="VAE trained on emotions"):
-        load_models(vae_path, paths[FEATURES], ("ANG", "HAP", "SAD", "NEU"))
-    assert load_models(vae_path, paths[FEATURES], EMOTIONS).codes.shape == (4, 8)
+    with pytest.raises(ValueError, match=r"voice8\.pt: voice model outputs 8 features, the "
+                                         r"face model .*vae\.pt expects 16"):
+        load_models(vae_path, paths[8], meta)
+    with pytest.raises(ValueError, match=r"vae\.pt was trained with emotions \['ANG', 'HAP', "
+                                         r"'NEU', 'SAD'\], the dataset has \['ANG', 'HAP', "
+                                         r"'SAD', 'NEU'\]"):
+        load_models(vae_path, paths[FEATURES], {**meta, "emotions": ["ANG", "HAP", "SAD", "NEU"]})
+    with pytest.raises(ValueError, match=r"vae\.pt takes 16px faces, the dataset has 64px"):
+        load_models(vae_path, paths[FEATURES], {**meta, "face_size": 64})
+    # codes not recorded: derived from the emotions and the code width, as train_vae makes them
+    face = load_models(vae_path, paths[FEATURES], meta).face
+    assert torch.equal(face.codes, emotion_codes(EMOTIONS, 2))
     wrong = save_model(tmp_path / "wrong.pt", vae, {"emotions": list(EMOTIONS),
                                                     "codes": ["00000011"] * 4})
     with pytest.raises(ValueError, match="VAE trained with emotion codes"):
-        load_models(wrong, paths[FEATURES], EMOTIONS)
+        load_models(wrong, paths[FEATURES], meta)

@@ -161,7 +161,7 @@ def test_unknown_emotion_and_model_are_422_listing_the_choices(server, grid_wav)
 
 
 def test_the_page_picks_among_several_models(serve, settings, grid_wav):
-    second = ModelFiles("tiny-2", settings.models[0].vae, settings.models[0].voice)
+    second = ModelFiles("tiny-2", settings.models[0].face, settings.models[0].voice)
     server = serve(models=(*settings.models, second))
     info = requests.get(f"{server.url}/api/info", timeout=10).json()
     assert [m["name"] for m in info["models"]] == ["tiny", "tiny-2"]

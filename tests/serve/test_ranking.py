@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import load_params
-from pipeline.serve.engine import ModelFiles, load_face_models
+from pipeline.serve.engine import ModelFiles, load_served_models
 from pipeline.serve.gallery import Face, Gallery, Voice
 from pipeline.serve.ranking import PeopleIndex
 
@@ -10,7 +10,7 @@ from pipeline.serve.ranking import PeopleIndex
 @pytest.fixture
 def model(tiny_models):
     files = ModelFiles("tiny", tiny_models["vae"], tiny_models["out"] / "model.pt")
-    return load_face_models([files], load_params(tiny_models["params"], "audio"))["tiny"]
+    return load_served_models([files], load_params(tiny_models["params"], "audio"))["tiny"]
 
 
 def factory_gallery(path, rng, n_people=6, crop=24, clip=29_360):

@@ -5,18 +5,37 @@ import time
 
 import pytest
 import requests
+import torch
 import yaml
 
+from pipeline.serve.engine import ModelFiles, discover_model_files
 from stages.serve import GALLERY_FILE, build_parser, main, settings_from_args, stage_paths
 from tests.conftest import REPO
 
 
 def test_default_paths_are_the_dvc_yaml_outputs(repo_root):
     stages = yaml.safe_load((repo_root / "dvc.yaml").read_text())["stages"]
-    vae, voice, dataset = stage_paths(repo_root / "dvc.yaml")
-    assert str(vae) in stages["train_vae"]["outs"]
+    models, dataset = stage_paths(repo_root / "dvc.yaml")
+    vae, voice = (p for p in models if p.parent.name in ("vae", "voice"))
+    assert str(vae) in stages["train_vae"]["outs"] and str(vae) in stages["train_voice"]["deps"]
     assert str(voice) in stages["train_voice"]["outs"]
     assert str(dataset) in stages["dataset"]["outs"]
+    assert all(str(p).endswith(".pt") for p in models)
+
+
+def test_discovered_models_pair_each_voice_with_the_face_it_was_trained_on(tiny_models,
+                                                                          tmp_path):
+    voice = tiny_models["out"] / "model.pt"
+    other_face = tmp_path / "other" / "model.pt"  # a face model the voice was not trained on
+    other_face.parent.mkdir()
+    payload = torch.load(tiny_models["vae"], weights_only=True)
+    payload["provenance"]["note"] = "retrained"  # same weights, another SHA-256
+    torch.save(payload, other_face)
+    not_a_model = tmp_path / "notes.pt"
+    not_a_model.write_text("no")
+    pairs = discover_model_files([tiny_models["vae"], other_face, voice, not_a_model,
+                                  tmp_path / "missing.pt"])
+    assert pairs == [ModelFiles("deeptalk + vae", tiny_models["vae"], voice)]
 
 
 def test_settings_read_the_given_models_params_and_gallery(tiny_models, tmp_path):
@@ -33,7 +52,7 @@ def test_settings_read_the_given_models_params_and_gallery(tiny_models, tmp_path
 
 @pytest.mark.parametrize("argv, message", [
     (["--model", "x=no.pt,no.pt"], "no.pt: model file not found"),
-    (["--model", "just-a-name"], "expected NAME=VAE.pt,VOICE.pt"),
+    (["--model", "just-a-name"], "expected NAME=FACE.pt,VOICE.pt"),
 ])
 def test_bad_model_arguments_are_usage_errors(argv, message, capsys):
     with pytest.raises(SystemExit) as error:

@@ -21,12 +21,12 @@ from pipeline.dataset.stage import build_dataset
 from pipeline.download.catalogue import CATALOGUE_FILE, prepare_dataset
 from pipeline.faces.stage import run_faces
 from pipeline.loaders import load_split, read_meta
+from pipeline.models.registry import load_face_model
 from pipeline.models.vae import FaceVAE, VaeConfig, load_vae
 from pipeline.runtime import seed_everything
 from pipeline.training.vae import (
     dataset_fingerprint,
     label_swap_grid,
-    model_emotion_codes,
     mouth_swap_ratio,
     psnr,
     resolve_conditional,
@@ -70,8 +70,8 @@ def test_stage_trains_saves_grids_and_reports_metrics(tmp_path, repo_root, caplo
     provenance = torch.load(out / "model.pt", weights_only=True)["provenance"]
     assert provenance["codes"] == ["00000011", "00110000", "11000000", "00001100"]
     assert provenance["epoch"] == 3 and provenance["data"] == dataset_fingerprint(dataset)
-    emotions, codes = model_emotion_codes(out / "model.pt")
-    assert emotions == ["ANG", "HAP", "NEU", "SAD"] and codes.shape == (4, 8)
+    face = load_face_model(out / "model.pt").model
+    assert face.emotions == ("ANG", "HAP", "NEU", "SAD") and face.codes.shape == (4, 8)
 
     metrics = json.loads((tmp_path / "live" / "metrics.json").read_text())["final"]
     for key in ("val_mse", "val_kl", "val_psnr_db", "mean_face_mse", "swap_mouth_ratio"):
@@ -208,7 +208,7 @@ def test_label_swap_moves_the_mouth_the_way_the_corpus_does(swap_run):
 
     model = load_vae(model_path)
     assert model.config.decodes_code
-    _, codes = model_emotion_codes(model_path)
+    codes = load_face_model(model_path).model.codes
     hap, sad = codes[emotions.index("HAP")], codes[emotions.index("SAD")]
     decoded = (swap_decode(model, faces, hap) - swap_decode(model, faces, sad)).mean(0)[0]
 

@@ -8,6 +8,7 @@ import yaml
 from PIL import Image
 
 from pipeline.images import image_grid
+from pipeline.models.registry import load_face_model
 from pipeline.models.vae import load_vae
 from pipeline.models.voice_encoder import VoiceEncoder, VoiceEncoderConfig, load_voice_encoder
 from pipeline.training.fit import FitState
@@ -240,7 +241,7 @@ def test_stage_trains_saves_grid_metrics_guards_collapse_and_resumes(
     val = load_split(dataset, "val")
     with torch.no_grad():
         predicted = encoder(val.audio)
-    true = face_features(load_vae(run["vae"]), val.face)
+    true = face_features(load_face_model(run["vae"]).model, val.face)
     assert float((predicted - true).pow(2).mean()) == pytest.approx(
         metrics["val_feature_mse"], rel=1e-4)
 
