@@ -107,12 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     torch.set_num_threads(args.threads)
     try:
-        settings = settings_from_args(args)
-    except FileNotFoundError as error:
-        parser.error(str(error))
-    try:
-        app = create_app(settings)
-    except (ModelFileError, GenerationError) as error:
+        app = create_app(settings_from_args(args))
+    except (FileNotFoundError, ModelFileError, GenerationError) as error:
         parser.error(str(error))
     log.info("serving on http://%s:%d", args.host, args.port)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info" if args.verbose

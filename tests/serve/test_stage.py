@@ -53,10 +53,12 @@ def test_settings_read_the_given_models_params_and_gallery(tiny_models, tmp_path
 @pytest.mark.parametrize("argv, message", [
     (["--model", "x=no.pt,no.pt"], "no.pt: model file not found"),
     (["--model", "just-a-name"], "expected NAME=FACE.pt,VOICE.pt"),
+    (["--model", f"x={REPO / 'dvc.yaml'},{REPO / 'dvc.yaml'}"], "dvc.yaml: not a model file"),
+    (["--dvc-yaml", str(REPO / "tests/serve/no_models.yaml")], "no trained voice and face"),
 ])
 def test_bad_model_arguments_are_usage_errors(argv, message, capsys):
     with pytest.raises(SystemExit) as error:
-        main([*argv, "--dvc-yaml", str(REPO / "dvc.yaml")])
+        main(["--dvc-yaml", str(REPO / "dvc.yaml"), *argv])
     assert error.value.code == 2 and message in capsys.readouterr().err
 
 
