@@ -20,15 +20,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from pipeline.config import FacesParams
 from pipeline.faces.crop import crop_face
 from pipeline.faces.landmarks import FaceTrack, fill_landmarks
-from pipeline.faces.stage import (
-    NEUTRAL,
-    SMOOTHING_FRAMES,
-    ClipJob,
-    _references,
-    pose_scores,
-    select_clip,
-    track_clip,
-)
+from pipeline.faces.selection import SMOOTHING_FRAMES, pose_scores
+from pipeline.faces.stage import NEUTRAL, ClipJob, _references, select_clip, track_clip
 
 ENROLMENT = "enrolment"
 
