@@ -357,11 +357,11 @@ def _routes(app: FastAPI, service: Service) -> None:
     @app.get("/api/people/{person_id}/face.png")
     async def face_png(person_id: int) -> Response:
         try:
-            samples = await _threaded(service.gallery.samples, person_id)
+            face = await _threaded(service.gallery.face, person_id)
         except UnknownPersonError as error:
             raise InputError(404, "unknown_person", str(error.args[0])) from None
         buffer = io.BytesIO()
-        Image.fromarray(samples.faces[0].pixels).save(buffer, format="PNG")
+        Image.fromarray(face.pixels).save(buffer, format="PNG")
         return Response(buffer.getvalue(), media_type="image/png",
                         headers={"Cache-Control": "no-cache"})
 

@@ -193,6 +193,16 @@ class Gallery:
             tuple(Voice(np.frombuffer(pcm, "<i2"), rate) for rate, pcm in voices),
         )
 
+    def face(self, person_id: int) -> Face:
+        """Return the first face of the person of ``person_id`` (their picture)."""
+        with self._connect() as db:
+            row = db.execute("SELECT size, emotion, pixels FROM face WHERE person_id = ? "
+                             "ORDER BY id LIMIT 1", (person_id,)).fetchone()
+        if row is None:
+            raise UnknownPersonError(f"no person with id {person_id}")
+        size, emotion, pixels = row
+        return Face(np.frombuffer(pixels, np.uint8).reshape(size, size), emotion)
+
     def all_samples(self) -> Iterator[Samples]:
         """Yield every person's :class:`Samples` in :meth:`people` order."""
         for person in self.people():

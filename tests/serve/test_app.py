@@ -88,6 +88,8 @@ def test_enrol_identify_remove_and_the_gallery_survives_a_restart(serve, grid_ph
     assert removed.status_code == 200 and removed.json()["name"] == "Grid Speaker"
     assert requests.delete(f"{restarted.url}/api/people/{person['id']}",
                            timeout=10).status_code == 404
+    assert requests.get(f"{restarted.url}/api/people/{person['id']}/face.png",
+                        timeout=10).status_code == 404
     after = post_voice(restarted, grid_wav).json()
     assert person["id"] not in [p["id"] for p in after["nearest_faces"] + after["nearest_voices"]]
 

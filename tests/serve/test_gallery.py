@@ -34,6 +34,7 @@ def test_people_survive_reopening_and_keep_their_samples(tmp_path):
     assert [f.pixels.tolist() for f in samples.faces] == [face(10, 4).pixels.tolist(),
                                                           face(20, 4).pixels.tolist()]
     assert samples.voices[0].pcm.tolist() == [3] * 40 and samples.voices[0].sample_rate == 8000
+    assert reopened.face(alice.id).pixels.tolist() == face(10, 4).pixels.tolist()
 
 
 def test_a_name_is_enrolled_once_whatever_its_case(tmp_path):
@@ -58,6 +59,8 @@ def test_removing_a_person_removes_their_samples(tmp_path):
         gallery.remove(carol.id)
     with pytest.raises(UnknownPersonError):
         gallery.samples(carol.id)
+    with pytest.raises(UnknownPersonError):
+        gallery.face(carol.id)
     assert gallery.person(dave.id).name == "Dave"
 
 
