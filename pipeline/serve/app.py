@@ -56,6 +56,7 @@ from pipeline.serve.gallery import (
     Person,
     UnknownPersonError,
     Voice,
+    clean_name,
 )
 from pipeline.serve.limits import BodyLimit, InferenceQueue, QueueFullError
 from pipeline.serve.ranking import Match, PeopleIndex
@@ -167,6 +168,10 @@ class Service:
     def enrol(self, name: str, face: tuple[Path, str], voice: tuple[Path, str] | None,
               workdir: Path) -> Person:
         """Return the person enrolled with a face crop and, optionally, a voice clip."""
+        try:
+            clean_name(name)  # before any decoding
+        except ValueError as error:
+            raise InputError(422, "bad_name", str(error)) from None
         crop = self.crop_face(*face, workdir)
         voices = []
         if voice is not None:
@@ -176,8 +181,6 @@ class Service:
             person = self.gallery.add(name, [Face(crop)], voices)
         except DuplicateNameError as error:
             raise InputError(409, "duplicate_name", str(error)) from None
-        except ValueError as error:
-            raise InputError(422, "bad_name", str(error)) from None
         samples = self.gallery.samples(person.id)
         for index in self.indexes.values():
             index.add([samples])
