@@ -116,6 +116,11 @@ def bad_upload(tmp_path, kind):
         path.write_bytes(b"")
     elif kind == "silent":
         write_wav(path.with_suffix(".wav"), np.zeros(16000, np.float32), 8000).rename(path)
+    elif kind == "no_sound":  # a MEAD clip: video only
+        from tests.conftest import shared_dataset
+
+        clip = sorted(shared_dataset("mead-emotion-clips").glob("*.mp4"))[0]
+        path.write_bytes(clip.read_bytes())
     elif kind == "too_long":  # over audio.max_input_s (30 s)
         wave = speech_like(np.random.default_rng(0), 31.0, 8000)
         write_wav(path.with_suffix(".wav"), wave, 8000).rename(path)
@@ -126,6 +131,7 @@ def bad_upload(tmp_path, kind):
     ("text", "decode_error", "not a media file that can be read (cannot open: "),
     ("empty", "empty_file", "the file is empty"),
     ("silent", "all_silent", "the recording is silent"),
+    ("no_sound", "no_audio", "the file has no sound"),
     ("too_long", "too_long", "longer than the limit of 30 s"),
 ])
 def test_bad_voices_get_422_with_the_reason_naming_the_file(server, tmp_path, kind, reason,
