@@ -3,7 +3,7 @@
 Usage: ``python -m stages.serve [--port 8000] [--host 127.0.0.1] [--params params.yaml]
 [--gallery FILE] [--model NAME=FACE.pt,VOICE.pt ...]``. By default the page offers every
 voice model that ``dvc.yaml``'s stages write (its ``.pt`` outputs) on the face model it was
-trained on, the dataset whose speakers start the gallery is the one ``train_voice`` reads,
+trained on, the dataset whose speakers start the gallery is the ``dataset`` stage's output,
 and the gallery is ``gallery.sqlite`` beside the models. Not a DVC stage: it only reads
 outputs.
 """
@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shlex
 from pathlib import Path
 
 import torch
 import uvicorn
-import yaml
+from dvc.repo import Repo
 
 from pipeline.config import load_params
 from pipeline.runtime import setup_logging
@@ -28,20 +27,30 @@ from pipeline.serve.engine import (
     ModelFiles,
     discover_model_files,
 )
-from stages import train_voice
 
 log = logging.getLogger("stages.serve")
 GALLERY_FILE = "gallery.sqlite"
+DATASET_STAGE = "dataset"
+"""The stage whose output's speakers start the gallery."""
 
 
 def stage_paths(dvc_yaml: str | Path) -> tuple[list[Path], Path]:
-    """Return ``(every .pt output of dvc.yaml's stages, the dataset train_voice reads)``."""
-    stages = yaml.safe_load(Path(dvc_yaml).read_text())["stages"]
-    models = [Path(out) for stage in stages.values() for out in stage.get("outs", [])
-              if isinstance(out, str) and out.endswith(".pt")]
-    words = shlex.split(stages["train_voice"]["cmd"])
-    args = train_voice.build_parser().parse_args(words[words.index("stages.train_voice") + 1:])
-    return models, Path(args.dataset)
+    """Return ``(every .pt output of dvc.yaml's stages, the dataset stage's output)``.
+
+    DVC itself reads the file, so templated stages (``foreach``) come out resolved. Paths
+    are joined to the directory of ``dvc.yaml``, where DVC runs the stages.
+    """
+    base = Path(dvc_yaml).parent
+    with Repo(str(base.resolve())) as repo:
+        stages = [s for s in repo.index.stages if Path(s.path) == Path(dvc_yaml).resolve()]
+        models = [base / out.def_path for stage in stages for out in stage.outs
+                  if out.def_path.endswith(".pt")]
+        datasets = [base / out.def_path for stage in stages if stage.name == DATASET_STAGE
+                    for out in stage.outs]
+    if len(datasets) != 1:
+        raise FileNotFoundError(f"{dvc_yaml}: expected one output of the {DATASET_STAGE!r} "
+                                f"stage, found {len(datasets)}")
+    return models, datasets[0]
 
 
 def model_entry(text: str) -> ModelFiles:

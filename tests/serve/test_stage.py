@@ -16,11 +16,29 @@ from tests.conftest import REPO
 def test_default_paths_are_the_dvc_yaml_outputs(repo_root):
     stages = yaml.safe_load((repo_root / "dvc.yaml").read_text())["stages"]
     models, dataset = stage_paths(repo_root / "dvc.yaml")
-    vae, voice = (p for p in models if p.parent.name in ("vae", "voice"))
-    assert str(vae) in stages["train_vae"]["outs"] and str(vae) in stages["train_voice"]["deps"]
-    assert str(voice) in stages["train_voice"]["outs"]
-    assert str(dataset) in stages["dataset"]["outs"]
-    assert all(str(p).endswith(".pt") for p in models)
+    outs = {str(repo_root / out) for stage in stages.values() for out in stage.get("outs", [])
+            if isinstance(out, str)}
+    assert {str(p) for p in models} == {out for out in outs if out.endswith(".pt")}
+    assert repo_root / stages["train_vae"]["outs"][0] in models
+    assert dataset == repo_root / stages["dataset"]["outs"][0]
+
+
+def test_templated_stages_are_resolved_by_dvc(tmp_path, capsys):
+    from dvc.repo import Repo
+
+    Repo.init(str(tmp_path), no_scm=True).close()
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
+        "dataset": {"cmd": "true", "outs": ["data/set"]},
+        "train": {"foreach": ["a", "b"], "do": {"cmd": "true", "outs": ["m/${item}/model.pt",
+                                                                       "m/${item}/grid.png"]}},
+    }}))
+    models, dataset = stage_paths(tmp_path / "dvc.yaml")
+    assert sorted(models) == [tmp_path / "m/a/model.pt", tmp_path / "m/b/model.pt"]
+    assert dataset == tmp_path / "data/set"
+    with pytest.raises(SystemExit) as error:  # nothing trained there yet
+        main(["--dvc-yaml", str(tmp_path / "dvc.yaml")])
+    assert error.value.code == 2
+    assert "no trained voice and face models among" in capsys.readouterr().err
 
 
 def test_discovered_models_pair_each_voice_with_the_face_it_was_trained_on(tiny_models,
@@ -54,7 +72,6 @@ def test_settings_read_the_given_models_params_and_gallery(tiny_models, tmp_path
     (["--model", "x=no.pt,no.pt"], "no.pt: model file not found"),
     (["--model", "just-a-name"], "expected NAME=FACE.pt,VOICE.pt"),
     (["--model", f"x={REPO / 'dvc.yaml'},{REPO / 'dvc.yaml'}"], "dvc.yaml: not a model file"),
-    (["--dvc-yaml", str(REPO / "tests/serve/no_models.yaml")], "no trained voice and face"),
 ])
 def test_bad_model_arguments_are_usage_errors(argv, message, capsys):
     with pytest.raises(SystemExit) as error:
