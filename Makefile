@@ -7,12 +7,15 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-APT_PACKAGES := ffmpeg espeak-ng openssh-server openssh-client
+# chromium + chromium-driver: the web app's browser tests (Selenium drives Debian's own
+# browser by path; nothing downloads one).
+APT_PACKAGES := ffmpeg espeak-ng openssh-server openssh-client chromium chromium-driver
+PORT ?= 8000
 PYTEST_ARGS ?=
 # Stages in dvc.yaml call `python -m stages.X`: make it the venv's python.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: demo test setup system lint bench clean-venv
+.PHONY: demo test serve setup system lint bench clean-venv
 
 demo: setup
 	$(BIN)/dvc repro
@@ -21,6 +24,10 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The web app over the models `make demo` trained: http://127.0.0.1:$(PORT)/
+serve: setup
+	$(BIN)/python -m stages.serve --port $(PORT)
 
 setup: system $(STAMP)
 
