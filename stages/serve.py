@@ -1,11 +1,12 @@
 """Serve the web app: speak or drop a file, see the face and the nearest enrolled people.
 
 Usage: ``python -m stages.serve [--port 8000] [--host 127.0.0.1] [--params params.yaml]
-[--gallery FILE] [--model NAME=FACE.pt,VOICE.pt ...]``. By default the page offers every
-voice model that ``dvc.yaml``'s stages write (its ``.pt`` outputs) on the face model it was
-trained on, the dataset whose speakers start the gallery is the ``dataset`` stage's output,
-and the gallery is ``gallery.sqlite`` beside the models. Not a DVC stage: it only reads
-outputs.
+[--gallery FILE] [--model NAME=FACE.pt,VOICE.pt ...] [--emotion-model FILE]``. By default
+the page offers every voice model that ``dvc.yaml``'s stages write (its ``.pt`` outputs) on
+the face model it was trained on, the emotion shown is read from the voice by the
+train_emotion stage's classifier (when trained), the dataset whose speakers start the
+gallery is the ``dataset`` stage's output, and the gallery is ``gallery.sqlite`` beside the
+models. Not a DVC stage: it only reads outputs.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pipeline.serve.engine import (
     ModelFiles,
     discover_model_files,
 )
+from stages.generate import stage_emotion_path
 
 log = logging.getLogger("stages.serve")
 GALLERY_FILE = "gallery.sqlite"
@@ -74,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "model files dvc.yaml's stages write, paired)")
     parser.add_argument("--dataset", help="dataset whose speakers start the gallery "
                         "(default: dvc.yaml's; '' for none)")
+    parser.add_argument("--emotion-model", help="emotion classifier model.pt (default: "
+                        "dvc.yaml's train_emotion --out when trained; '' for none)")
     parser.add_argument("--gallery", help=f"SQLite gallery (default: {GALLERY_FILE} beside "
                         "the models)")
     parser.add_argument("--clips-per-speaker", type=int, default=8)
@@ -102,11 +106,26 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
     chosen_dataset = dataset if args.dataset is None else Path(args.dataset) if args.dataset \
         else None
     gallery = Path(args.gallery) if args.gallery else models[0].voice.parent.parent / GALLERY_FILE
+    emotion_model = _emotion_model(args.emotion_model, args.dvc_yaml)
     return ServeSettings(
         models=models, gallery=gallery, dataset=chosen_dataset,
         audio=load_params(args.params, "audio"), faces=load_params(args.params, "faces"),
-        max_upload_mb=args.max_upload_mb, workers=args.workers, queue=args.queue,
+        emotion_model=emotion_model, max_upload_mb=args.max_upload_mb, workers=args.workers,
+        queue=args.queue,
         clips_per_speaker=args.clips_per_speaker)
+
+
+def _emotion_model(given: str | None, dvc_yaml: str) -> Path | None:
+    """Return the emotion classifier: the given file, else train_emotion's when it exists."""
+    if given is not None:
+        if given and not Path(given).is_file():
+            raise FileNotFoundError(f"{given}: emotion model file not found")
+        return Path(given) if given else None
+    default = Path(dvc_yaml).parent / stage_emotion_path(dvc_yaml)
+    if not default.is_file():
+        log.info("no emotion classifier at %s: faces show the default emotion", default)
+        return None
+    return default
 
 
 def main(argv: list[str] | None = None) -> int:

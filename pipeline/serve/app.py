@@ -88,6 +88,8 @@ class ServeSettings:
     """Threads running inference."""
     queue: int = 16
     """Requests that may wait or run at once; one more gets 503."""
+    emotion_model: Path | None = None
+    """The train_emotion stage's classifier: the emotion shown is read from the voice."""
     clips_per_speaker: int = 8
     """Clips (face and voice) each dataset speaker brings to the gallery."""
     face_px: int = 256
@@ -109,12 +111,14 @@ class Service:
 
     def __init__(self, settings: ServeSettings) -> None:
         self.settings = settings
-        self.models: dict[str, ServedModel] = load_served_models(settings.models, settings.audio)
+        self.models: dict[str, ServedModel] = load_served_models(settings.models, settings.audio,
+                                                                 settings.emotion_model)
         self.gallery = Gallery(settings.gallery)
         if settings.dataset is not None:
             self.gallery.sync_dataset(settings.dataset, settings.clips_per_speaker)
         people = list(self.gallery.all_samples())
-        self.indexes = {name: PeopleIndex(model, settings.audio.n_samples)
+        self.indexes = {name: PeopleIndex(model, settings.audio.n_samples,
+                                               settings.audio.sample_rate)
                         for name, model in self.models.items()}
         for index in self.indexes.values():
             index.add(people)
@@ -134,8 +138,9 @@ class Service:
                  ) -> dict[str, Any]:
         """Return the JSON answer of ``POST /api/generate`` for the audio at ``path``."""
         prepared = self.prepare_voice(path, label)
+        embedding = model.embed(path, self.settings.audio) if model.uses_embedding else None
         try:
-            result = model.generate(prepared.waveform(), emotion)
+            result = model.generate(prepared.waveform(), emotion, embedding)
         except GenerationError as error:
             raise InputError(422, "bad_emotion", str(error)) from None
         index = self.indexes[model.name]

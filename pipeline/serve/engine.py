@@ -11,7 +11,11 @@ offers: each voice model with the face model it was trained on (its provenance r
 file's SHA-256), named by their registry names (``deeptalk + vae``).
 
 Per request one pass of the voice model feeds the face model's latent and decoder once per
-emotion (a batch of E), so the face with each emotion costs one small decoder batch.
+emotion (a batch of E), so the face with each emotion costs one small decoder batch. With the
+train_emotion stage's classifier the emotion shown by default is the one read from the voice
+(issue 18); a voice model that reads the pretrained speaker embedding (004's
+``embedding_mlp``, ``ridge``) gets it from the upload at the encoder's 16 kHz, and from the
+gallery's clips resampled to it.
 """
 
 from __future__ import annotations
@@ -24,9 +28,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from scipy.signal import resample_poly
 
 from pipeline.audio.prepare import pcm_to_float
 from pipeline.config import AudioParams
+from pipeline.embed.encoder import SPEAKER_RATE, SpeakerEncoder, embed_media
+from pipeline.models.emotion_classifier import EmotionClassifier, load_emotion_classifier
 from pipeline.models.files import ModelFileError
 from pipeline.models.registry import LoadedModel, load_face_model, load_voice_model
 from pipeline.models.voice_to_face import GenerationError, VoiceToFace, pair_models
@@ -69,11 +76,23 @@ class Generation:
 
 
 class ServedModel:
-    """A voice model on its face model, as the app uses it (CPU, no gradients, thread-safe)."""
+    """A voice model on its face model, as the app uses it (CPU, no gradients, thread-safe).
 
-    def __init__(self, name: str, model: VoiceToFace) -> None:
+    ``emotion_reader`` (the train_emotion stage's classifier, over the face model's emotions)
+    picks the emotion shown when none is asked for. ``speaker_encoder`` is required by a voice
+    model that reads the pretrained speaker embedding.
+    """
+
+    def __init__(self, name: str, model: VoiceToFace,
+                 emotion_reader: EmotionClassifier | None = None,
+                 speaker_encoder: SpeakerEncoder | None = None) -> None:
+        if model.voice.uses_embedding and speaker_encoder is None:
+            raise GenerationError(f"{name}: the voice model reads the speaker embedding; "
+                                  "no speaker encoder was given")
         self.name = name
         self._model = model
+        self._reader = emotion_reader if model.face.emotions else None
+        self._speaker = speaker_encoder
 
     @property
     def emotions(self) -> tuple[str, ...]:
@@ -92,23 +111,46 @@ class ServedModel:
 
     @property
     def reads_emotion(self) -> bool:
-        """Whether the voice model reads the emotion from the voice (not yet: issue 18)."""
-        return False
+        """Whether the emotion shown by default is read from the voice."""
+        return self._reader is not None
+
+    @property
+    def uses_embedding(self) -> bool:
+        """Whether the voice model reads the pretrained speaker embedding of the source file."""
+        return self._model.voice.uses_embedding
+
+    def embed(self, path: Path, audio: AudioParams) -> np.ndarray:
+        """Return the speaker embedding ``(256,)`` of a media file (the embed stage's rule).
+
+        Raises QuarantineError as the audio stage does (undecodable, silent, ...).
+        """
+        return embed_media(path, self._require_speaker(), audio).vector
 
     @torch.no_grad()
-    def generate(self, waveform: np.ndarray, emotion: str | None) -> Generation:
+    def generate(self, waveform: np.ndarray, emotion: str | None,
+                 embedding: np.ndarray | None = None) -> Generation:
         """Return the :class:`Generation` of a prepared waveform ``(n_samples,)``.
+
+        ``embedding`` (from :meth:`embed`) is required when :attr:`uses_embedding`. Without
+        ``emotion`` the shown face has the emotion read from the voice when
+        :attr:`reads_emotion`, else the model's default.
 
         Raises :class:`~pipeline.models.voice_to_face.UnknownEmotionError` for an emotion
         the face model does not render.
         """
         shown = self._model.emotion_index(emotion) or 0
+        read = None
+        if emotion is None and self._reader is not None:
+            reading = self._reader.read(torch.from_numpy(waveform).unsqueeze(0))
+            read = (self.emotions[int(reading.labels[0])], float(reading.probabilities[0].max()))
+            shown = int(reading.labels[0])
         n = max(len(self.emotions), 1)
         labels = torch.arange(n) if self.emotions else None
-        voice = self._model.voice.voice_target(torch.from_numpy(waveform).unsqueeze(0))
+        voice = self._voice_targets(waveform[None], None if embedding is None else embedding[None])
         latents = self._model.face.latents(voice.expand(n, -1), labels)
         faces = self._model.face.decode(latents, labels)[:, 0].numpy()
-        return Generation(faces, self.emotions, shown, latents[shown].numpy(), voice[0].numpy())
+        return Generation(faces, self.emotions, shown, latents[shown].numpy(), voice[0].numpy(),
+                          read)
 
     @torch.no_grad()
     def face_latents(self, faces: np.ndarray, emotions: Sequence[str | None]) -> np.ndarray:
@@ -129,14 +171,41 @@ class ServedModel:
         return self._model.face.latents(self._model.face.voice_target(batch), labels).numpy()
 
     @torch.no_grad()
-    def voice_vectors(self, pcm: np.ndarray) -> np.ndarray:
-        """Return the voice model's outputs ``(N, T)`` of prepared int16 clips ``(N, L)``."""
-        return self._model.voice.voice_target(torch.from_numpy(pcm_to_float(pcm))).numpy()
+    def voice_vectors(self, pcm: np.ndarray, sample_rate: int) -> np.ndarray:
+        """Return the voice model's outputs ``(N, T)`` of prepared int16 clips ``(N, L)``.
+
+        A model reading the speaker embedding gets it from each clip resampled to 16 kHz.
+        """
+        waves = pcm_to_float(pcm)
+        embeddings = None
+        if self.uses_embedding:
+            speaker = self._require_speaker()
+            gcd = np.gcd(SPEAKER_RATE, sample_rate)
+            embeddings = np.stack([speaker.embed(resample_poly(wave, SPEAKER_RATE // gcd,
+                                                               sample_rate // gcd))
+                                   for wave in waves])
+        return self._voice_targets(waves, embeddings).numpy()
+
+    def _voice_targets(self, waves: np.ndarray, embeddings: np.ndarray | None) -> torch.Tensor:
+        if self.uses_embedding and embeddings is None:
+            raise GenerationError(f"{self.name}: the voice model reads the speaker embedding; "
+                                  "none was given")
+        return self._model.voice.voice_target(
+            torch.from_numpy(waves), None if embeddings is None else torch.from_numpy(embeddings))
+
+    def _require_speaker(self) -> SpeakerEncoder:
+        if self._speaker is None:
+            raise GenerationError(f"{self.name}: no speaker encoder")
+        return self._speaker
 
 
-def load_served_models(files: Sequence[ModelFiles], audio: AudioParams
-                       ) -> dict[str, ServedModel]:
+def load_served_models(files: Sequence[ModelFiles], audio: AudioParams,
+                       emotion_model: Path | None = None) -> dict[str, ServedModel]:
     """Return the loaded models by name, each checked against the ``audio`` params.
+
+    ``emotion_model`` (the train_emotion stage's classifier) reads the emotion of the voice for
+    every model whose face model renders the same emotions; the pretrained speaker encoder is
+    loaded once, if a voice model reads its embedding.
 
     Raises:
         ModelFileError: a file is not a model file of its kind.
@@ -144,17 +213,27 @@ def load_served_models(files: Sequence[ModelFiles], audio: AudioParams
             ones ``audio`` makes.
         ValueError: a name given twice, or no model at all.
     """
+    reader = None if emotion_model is None else load_emotion_classifier(emotion_model)
+    speaker: SpeakerEncoder | None = None
     models: dict[str, ServedModel] = {}
     for entry in files:
         if entry.name in models:
             raise ValueError(f"model name {entry.name!r} given twice")
         model = pair_models(load_face_model(entry.face), load_voice_model(entry.voice))
+        if model.voice.uses_embedding and speaker is None:
+            speaker = SpeakerEncoder()
         for key, trained, given in (("sample_rate", model.sample_rate, audio.sample_rate),
                                     ("n_samples", model.audio_samples, audio.n_samples)):
             if trained is not None and trained != given:
                 raise GenerationError(f"{entry.voice} was trained on clips with {key}={trained}, "
                                       f"the audio params give {given}")
-        models[entry.name] = ServedModel(entry.name, model)
+        fits = reader is not None and tuple(reader.emotions) == tuple(model.face.emotions)
+        if reader is not None and not fits:
+            log.warning("model %s: the emotion classifier reads %s, the face model renders %s: "
+                        "its default emotion is shown", entry.name, list(reader.emotions),
+                        list(model.face.emotions))
+        models[entry.name] = ServedModel(entry.name, model, reader if fits else None,
+                                         speaker if model.voice.uses_embedding else None)
         log.info("model %s: %s on %s", entry.name, entry.voice, entry.face)
     if not models:
         raise ValueError("no model to serve")
@@ -197,5 +276,5 @@ def discover_model_files(paths: Sequence[Path]) -> list[ModelFiles]:
 
 def _registry_name(model: LoadedModel) -> str:
     """Return the registry name a model was trained as (its folder's name if unrecorded)."""
-    params = model.provenance.get("params", {})
-    return str(params.get("model") or model.path.parent.name)
+    return str(model.provenance.get("model") or model.provenance.get("params", {}).get("model")
+               or model.path.parent.name)

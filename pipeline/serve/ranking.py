@@ -42,10 +42,12 @@ class _Vectors:
 class PeopleIndex:
     """The people's vectors under one model; thread-safe."""
 
-    def __init__(self, model: ServedModel, voice_samples: int) -> None:
+    def __init__(self, model: ServedModel, voice_samples: int, sample_rate: int) -> None:
         self.model = model
         self.voice_samples = voice_samples
         """Length of the clips the voice encoder reads; other clips are left out."""
+        self.sample_rate = sample_rate
+        """Rate of the clips the voice encoder reads; clips at another rate are left out."""
         self._vectors: dict[int, _Vectors] = {}
         self._lock = threading.Lock()
 
@@ -57,12 +59,14 @@ class PeopleIndex:
         for samples in people:
             faces = np.stack([f.pixels for f in samples.faces])
             latents = self.model.face_latents(faces, [f.emotion for f in samples.faces])
-            clips = [v.pcm for v in samples.voices if len(v.pcm) == self.voice_samples]
+            clips = [v.pcm for v in samples.voices if len(v.pcm) == self.voice_samples
+                     and v.sample_rate == self.sample_rate]
             if len(clips) < len(samples.voices):
-                log.warning("%s: %d voice clips of another length than %d samples left out",
+                log.warning("%s: %d voice clips not of %d samples at %d Hz left out",
                             samples.person.name, len(samples.voices) - len(clips),
-                            self.voice_samples)
-            voice = self.model.voice_vectors(np.stack(clips)).mean(axis=0) if clips else None
+                            self.voice_samples, self.sample_rate)
+            voice = (self.model.voice_vectors(np.stack(clips), self.sample_rate).mean(axis=0)
+                     if clips else None)
             with self._lock:
                 self._vectors[samples.person.id] = _Vectors(samples.person,
                                                             latents.mean(axis=0), voice)

@@ -25,7 +25,7 @@ def factory_gallery(path, rng, n_people=6, crop=24, clip=29_360):
 
 def test_a_known_face_and_a_known_voice_rank_themselves_first(model, tmp_path):
     gallery = factory_gallery(tmp_path / "g.sqlite", np.random.default_rng(0))
-    index = PeopleIndex(model, voice_samples=29_360)
+    index = PeopleIndex(model, voice_samples=29_360, sample_rate=8000)
     index.add(gallery.all_samples())
     assert len(index) == 6
     for samples in gallery.all_samples():
@@ -36,7 +36,7 @@ def test_a_known_face_and_a_known_voice_rank_themselves_first(model, tmp_path):
         assert [m.similarity for m in matches] == sorted((m.similarity for m in matches),
                                                          reverse=True)
         if samples.voices:
-            vector = model.voice_vectors(np.stack([v.pcm for v in samples.voices]))[0]
+            vector = model.voice_vectors(np.stack([v.pcm for v in samples.voices]), 8000)[0]
             assert index.nearest_voices(vector, k=1)[0].person == samples.person
     # only people with a voice are compared by voice
     assert len(index.nearest_voices(np.ones(16, np.float32), k=10)) == 3
@@ -44,9 +44,9 @@ def test_a_known_face_and_a_known_voice_rank_themselves_first(model, tmp_path):
 
 def test_removed_people_are_not_matched_and_odd_clips_are_left_out(model, tmp_path, caplog):
     gallery = factory_gallery(tmp_path / "g.sqlite", np.random.default_rng(1), n_people=2)
-    index = PeopleIndex(model, voice_samples=1000)  # no stored clip has this length
+    index = PeopleIndex(model, voice_samples=1000, sample_rate=8000)  # no clip this long
     index.add(gallery.all_samples())
-    assert "voice clips of another length" in caplog.text
+    assert "voice clips not of 1000 samples at 8000 Hz left out" in caplog.text
     assert index.nearest_voices(np.ones(16, np.float32), k=5) == []
     first = gallery.people()[0]
     index.remove(first.id)

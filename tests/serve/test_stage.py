@@ -15,9 +15,18 @@ from tests.conftest import REPO
 
 def test_default_paths_are_the_dvc_yaml_outputs(repo_root):
     stages = yaml.safe_load((repo_root / "dvc.yaml").read_text())["stages"]
+    params = yaml.safe_load((repo_root / "params.yaml").read_text())
     models, dataset = stage_paths(repo_root / "dvc.yaml")
-    outs = {str(repo_root / out) for stage in stages.values() for out in stage.get("outs", [])
-            if isinstance(out, str)}
+    outs = set()
+    for stage in stages.values():
+        if "foreach" in stage:  # foreach: ${section.key} of params.yaml
+            section, key = stage["foreach"].strip("${}").split(".")
+            outs |= {str(repo_root / out.replace("${item}", item))
+                     for item in params[section][key] for out in stage["do"].get("outs", [])
+                     if isinstance(out, str)}
+        else:
+            outs |= {str(repo_root / out) for out in stage.get("outs", [])
+                     if isinstance(out, str)}
     assert {str(p) for p in models} == {out for out in outs if out.endswith(".pt")}
     assert repo_root / stages["train_vae"]["outs"][0] in models
     assert dataset == repo_root / stages["dataset"]["outs"][0]
