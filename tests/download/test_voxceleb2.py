@@ -13,8 +13,9 @@ import yaml
 
 from pipeline import schemas
 from pipeline.config import DownloadParams, VoxCeleb2Params, parse_params, to_dict
-from pipeline.download.catalogue import EmptyCatalogueError, prepare_dataset
+from pipeline.download.catalogue import prepare_dataset
 from pipeline.download.voxceleb2 import read_meta, spread_over_videos
+from pipeline.runtime import EmptyOutputError
 from stages.download import main as download_main
 from tests.factories import write_vox2_meta
 
@@ -115,8 +116,8 @@ def test_meta_file_is_read_in_voxceleb2s_own_format(tmp_path):
 def test_a_tree_with_no_usable_clip_fails_the_stage_saying_why(tmp_path):
     mp4, _ = make_tree(tmp_path)
     meta = write_vox2_meta(tmp_path / "other_meta.csv", {"id99999": "m"})
-    with pytest.raises(EmptyCatalogueError, match=r"no clip kept from VoxCeleb2 tree .*"
-                       r"8 listed, 9 quarantined \(bad_path: 1, not_in_meta: 8\)"):
+    with pytest.raises(EmptyOutputError, match=r"no clip kept from VoxCeleb2 tree .*: 8 listed, "
+                       r"9 quarantined; quarantined by reason: bad_path 1, not_in_meta 8"):
         prepare_dataset(vox_params(mp4, meta), tmp_path / "out", tmp_path / "cache",
                         progress=False)
 
