@@ -237,6 +237,21 @@ class FacesParams:
 
 
 @dataclass(frozen=True, config=CONFIG)
+class ClusterParams:
+    """Where the per-clip stages (faces, audio) run (``cluster``); their outputs are the same."""
+
+    executor: Literal["local", "ray"] = "local"
+    """``local``: a process pool on this machine (``<stage>.workers``); ``ray``: chunks of
+    clips as tasks on a Ray cluster whose nodes all see the workspace at the same path."""
+    address: str = ""
+    """Ray: the cluster to join (``head-host:6379``); empty = start Ray on this machine."""
+    chunk_clips: Annotated[int, Field(ge=1, le=100_000)] = 32
+    """Ray: clips per task; each task writes its own part, which the driver merges in order."""
+    max_retries: Annotated[int, Field(ge=0, le=100)] = 3
+    """Ray: re-runs of a chunk whose worker process or node died, before the stage fails."""
+
+
+@dataclass(frozen=True, config=CONFIG)
 class AudioParams:
     """The ``audio`` stage (003 section 4.1.2)."""
 
@@ -418,6 +433,7 @@ class EvaluateParams:
 SECTIONS: dict[str, type] = {
     "download": DownloadParams,
     "faces": FacesParams,
+    "cluster": ClusterParams,
     "audio": AudioParams,
     "dataset": DatasetParams,
     "train_vae": TrainVaeParams,
