@@ -353,6 +353,9 @@ class TrainVaeParams:
     """DataLoader worker processes (0 = load in the training process)."""
     threads: Workers = 0
     """torch intra-op CPU threads (0 = torch's default, all cores; 1 is robust when shared)."""
+    processes: Annotated[int, Field(ge=1, le=1024)] = 1
+    """Training processes on this machine: > 1 runs the stage under torchrun with
+    DistributedDataParallel (gloo on the CPU, one GPU each with NCCL), splitting every batch."""
     grid_faces: Annotated[int, Field(ge=1, le=64)] = 8
     """Validation faces shown in the reconstruction and label-swap grids."""
     model: str = "vae"
@@ -400,6 +403,9 @@ class TrainVoiceParams:
     """DataLoader worker processes (0 = load in the training process)."""
     threads: Workers = 0
     """torch intra-op CPU threads (0 = torch's default, all cores; 1 is robust when shared)."""
+    processes: Annotated[int, Field(ge=1, le=1024)] = 1
+    """Training processes on this machine: > 1 runs the stage under torchrun with
+    DistributedDataParallel (gloo on the CPU, one GPU each with NCCL), splitting every batch."""
     grid_clips: Annotated[int, Field(ge=1, le=64)] = 8
     """Validation clips (one per speaker) in the true | VAE | voice grid."""
     model: str = "deeptalk"

@@ -2,18 +2,21 @@
 
 Usage: ``python -m stages.train_voice --params params.yaml --dataset DIR --vae MODEL.pt
 --out DIR --checkpoints DIR --live DIR``. A run killed mid-training resumes from
-``--checkpoints`` when its params, data and VAE are unchanged.
+``--checkpoints`` when its params, data and VAE are unchanged. ``train_voice.processes`` > 1
+runs it under torchrun with DistributedDataParallel.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
 import torch
 
 from pipeline.config import TrainVoiceParams, load_params
 from pipeline.runtime import seed_everything, setup_logging
+from pipeline.training.distributed import launch, process_group
 from pipeline.training.voice import train_voice
 
 log = logging.getLogger("stages.train_voice")
@@ -37,10 +40,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     params: TrainVoiceParams = load_params(args.params, "train_voice")
+    code = launch(params.processes, "stages.train_voice", sys.argv[1:] if argv is None else argv)
+    if code is not None:  # ran under torchrun in params.processes processes
+        return code
     if params.threads:
         torch.set_num_threads(params.threads)
     seed_everything(params.seed)
-    metrics = train_voice(params, args.dataset, args.vae, args.out, args.checkpoints, args.live)
+    with process_group():
+        metrics = train_voice(params, args.dataset, args.vae, args.out, args.checkpoints,
+                              args.live)
+    if not metrics:  # not rank 0: the outputs are rank 0's
+        return 0
     log.info("val MSE %.4f; R@1 among %d val speakers %.3f (chance %.3f); collapse ratio %.3f",
              metrics["val_mse"], metrics["val_speakers"], metrics["r1"], metrics["r1_chance"],
              metrics["collapse_ratio"])

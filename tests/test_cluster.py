@@ -190,6 +190,7 @@ class WorkerKiller(threading.Thread):
         super().__init__(daemon=True)
         self.cluster, self.ready, self.after_s = cluster, ready, after_s
         self.killed: int | None = None
+        self.niceness: int | None = None
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -202,6 +203,7 @@ class WorkerKiller(threading.Thread):
             busy = self.cluster.busy_workers()
             if busy:
                 self.killed = busy[0]
+                self.niceness = int(_stat(self.killed)[16])
                 os.kill(self.killed, signal.SIGKILL)
                 logging.getLogger(__name__).warning("killed Ray worker %d", self.killed)
                 return
@@ -249,6 +251,7 @@ def test_a_killed_worker_costs_only_its_chunk(cluster, tmp_path):
         killer.join()
 
     assert killer.killed is not None
+    assert killer.niceness == 0  # the driver's priority, not Ray's default 15
     assert [item for item, _ in results] == list(range(8))
     assert [r for i, r in results if i != 5] == [2 * i for i in range(8) if i != 5]
     quarantined = results[5][1]

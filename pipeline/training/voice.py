@@ -78,6 +78,7 @@ from pipeline.models.registry import (
 from pipeline.models.voice_encoder import VoiceEncoder
 from pipeline.models.voice_to_face import VoiceToFace
 from pipeline.runtime import sha256_file
+from pipeline.training import distributed
 from pipeline.training.fit import (
     RESUME_IGNORED,
     Callback,
@@ -367,7 +368,9 @@ def train_voice(
 ) -> dict[str, float]:
     """Return the final metrics after training, saving and gridding the voice encoder.
 
-    The caller seeds the RNGs (model initialisation draws from torch's generator).
+    The caller seeds the RNGs (model initialisation draws from torch's generator). Under
+    torchrun, every process trains and only rank 0 writes the outputs (the others return
+    ``{}``).
     """
     meta = read_meta(dataset_dir)
     entry = voice_model_entry(params.model)
@@ -395,8 +398,10 @@ def train_voice(
         VoiceTargets(val.audio, scaler.transform(val_targets)), settings,
         params=to_dict(params), checkpoint_dir=checkpoint_dir, identity=identity,
         callbacks=[live, best], resume_ignored=(*RESUME_IGNORED, "threads", "grid_clips",
-                                                "collapse_warning", "select_best"),
+                                                "collapse_warning", "select_best", "processes"),
     )
+    if not distributed.is_main():
+        return {}  # rank 0 writes the outputs
     epoch = state.epoch
     if params.select_best:
         epoch = best.restore(encoder)

@@ -1,0 +1,277 @@
+"""The faces stage on a Ray cluster against the local pool, and what VoxCeleb2 dev would take.
+
+In one run, on this machine:
+
+1. A faces corpus of ``--clips`` (default 512) demo clips: ``--speakers`` x 4 emotions x 2
+   sentences are generated once and catalogued ``--reuse`` times under new clip ids (the
+   per-clip work - decoding, detection, landmarks - is the same; generating 512 distinct
+   clips would take ~10 min of this machine).
+2. The faces stage on it with the local pool (``faces.workers`` = the cores) and on a Ray
+   instance started here with as many CPUs (``cluster.executor: ray``, ``--chunk`` clips per
+   task), alternating ``--repeat`` times; the outputs must be the same bytes. Ray's overhead
+   is ``ray time / local time - 1`` (target <= 10 %); the driver's CPU time per clip bounds
+   the clips/s one driver can merge.
+3. Ray's per-task scheduling cost: ``--tasks`` empty tasks, and ``map_clips`` chunks of one
+   no-op item (submit, run, part written and read back), in ms per task.
+4. DVC's cost per file: a directory output of 1,000 shard files (``--shard-kb`` each) is
+   `dvc add`-ed, `dvc status`-ed and `dvc push`-ed to a local remote, timed.
+5. A projection of VoxCeleb2 dev (1,092,009 utterances of 5,994 speakers, ~2,360 h, so a mean
+   of 7.8 s = 195 frames at 25 fps; Chung et al. 2018, and 000 section 3.1) onto 64, 256 and
+   1,024 cores: faces-stage hours from the measured frames per core-second and the Ray
+   efficiency, the number of files each stage's output holds (DVC tracks each) and the
+   `dvc status` / `dvc push` time those counts cost at the measured rate per 1,000 files.
+
+Wall-clock figures on a shared machine include the neighbours' load (printed); local and Ray
+runs alternate so that both see it alike.
+
+    .venv/bin/python benchmarks/scale.py [--clips 512] [--speakers 8] [--chunk 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import pyarrow.parquet as pq  # noqa: E402
+
+from pipeline.cluster import RUNTIME_ENV, map_clips  # noqa: E402
+from pipeline.config import (  # noqa: E402
+    ClusterParams,
+    DemoCorpusParams,
+    DownloadParams,
+    FacesParams,
+)
+from pipeline.download.catalogue import CATALOGUE_FILE, prepare_dataset  # noqa: E402
+from pipeline.faces.stage import run_faces  # noqa: E402
+from pipeline.runtime import default_workers  # noqa: E402
+
+# VoxCeleb2 dev (Chung, Nagrani, Zisserman, Interspeech 2018, Table 1): utterances, videos,
+# speakers; 2,442 h over dev + test (1,128,246 utterances) gives the mean duration.
+VOX2_DEV_CLIPS, VOX2_DEV_VIDEOS, VOX2_DEV_SPEAKERS = 1_092_009, 145_569, 5_994
+VOX2_MEAN_S = 2442 * 3600 / 1_128_246
+VOX2_FPS = 25
+FACE_ROW_BYTES = 150 * 150 + 8 * 200 + 600  # 000's 150 px crop + frame scores + the row's rest
+AUDIO_ROW_BYTES = 2 * 29_360 + 100  # 3.67 s at 8 kHz, int16
+SHARD_MB = 128
+
+
+def seconds(function, *args, **kwargs) -> tuple[float, float, object]:
+    """Return ``(wall s, this process's CPU s, result)`` of one call."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = function(*args, **kwargs)
+    return time.perf_counter() - wall, time.process_time() - cpu, result
+
+
+def make_corpus(root: Path, speakers: int, reuse: int) -> Path:
+    """Return a catalogue listing every demo clip ``reuse`` times under distinct clip ids."""
+    demo = DemoCorpusParams(n_speakers=speakers, emotions=("ANG", "HAP", "NEU", "SAD"),
+                            sentences=("IEO", "TIE"))
+    prepare_dataset(DownloadParams(dataset="demo", demo=demo), root / "download",
+                    root / "cache", progress=False)
+    table = pq.read_table(root / "download" / CATALOGUE_FILE)
+    rows = table.to_pylist()
+    copies = [{**row, "clip_id": f"{row['clip_id']}_r{k}", "speaker_id": row["speaker_id"]}
+              for k in range(reuse) for row in rows]
+    catalogue = root / "download" / "reused.parquet"
+    pq.write_table(type(table).from_pylist(copies, schema=table.schema), catalogue)
+    return catalogue
+
+
+def digest(directory: Path) -> str:
+    """Return one SHA-256 over every file's name and bytes under ``directory``."""
+    h = hashlib.sha256()
+    for path in sorted(directory.rglob("*")):
+        if path.is_file():
+            h.update(path.relative_to(directory).as_posix().encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def start_ray(cores: int) -> None:
+    """Start Ray on this machine with ``cores`` CPUs and the stages' worker environment."""
+    import ray
+
+    ray.init(num_cpus=cores, include_dashboard=False, logging_level=logging.WARNING,
+             log_to_driver=False, runtime_env=RUNTIME_ENV)
+
+
+def compare_executors(catalogue: Path, root: Path, cores: int, chunk: int,
+                      repeat: int) -> dict[str, float]:
+    """Return the best local and Ray faces times (wall) and the Ray driver's CPU per clip."""
+    import ray
+
+    start_ray(cores)
+    params = FacesParams(workers=cores)
+    cluster = ClusterParams(executor="ray", chunk_clips=chunk)
+    times: dict[str, list[float]] = {"local": [], "ray": []}
+    driver_cpu, digests, frames = [], set(), 0
+    try:
+        ray.get([ray.remote(lambda: None).remote() for _ in range(cores)])  # workers up
+        for k in range(repeat):
+            for name, executor in (("local", ClusterParams()), ("ray", cluster)):
+                out = root / f"faces_{name}_{k}"
+                wall, cpu, report = seconds(run_faces, catalogue, out, params, executor)
+                times[name].append(wall)
+                if name == "ray":
+                    driver_cpu.append(cpu)
+                digests.add(digest(out))
+                frames = report.counts["frames"]
+                print(f"  faces {name:5s} run {k + 1}: {wall:6.1f} s wall, driver CPU "
+                      f"{cpu:5.1f} s [load {os.getloadavg()[0]:.1f}]", flush=True)
+                shutil.rmtree(out)
+    finally:
+        ray.shutdown()
+    if len(digests) != 1:
+        raise SystemExit(f"local and Ray outputs differ: {len(digests)} distinct digests")
+    return {"local": min(times["local"]), "ray": min(times["ray"]), "frames": frames,
+            "driver_cpu": min(driver_cpu)}
+
+
+def noop(item: int) -> int:
+    return item
+
+
+def scheduling_cost(root: Path, cores: int, tasks: int) -> dict[str, float]:
+    """Return ms per empty Ray task and per one-item ``map_clips`` chunk (part file included)."""
+    import ray
+
+    start_ray(cores)
+    try:
+        empty = ray.remote(noop)
+        ray.get([empty.remote(i) for i in range(cores * 4)])  # workers up
+        wall, _, _ = seconds(lambda: ray.get([empty.remote(i) for i in range(tasks)]))
+        chunked = ClusterParams(executor="ray", chunk_clips=1)
+        list(map_clips(noop, list(range(cores * 4)), chunked, root, cores, "warm-up"))
+        wall_parts, _, _ = seconds(lambda: list(map_clips(noop, list(range(tasks)), chunked,
+                                                          root, cores, "no-op chunks")))
+    finally:
+        ray.shutdown()
+    return {"task_ms": 1000 * wall / tasks, "chunk_ms": 1000 * wall_parts / tasks}
+
+
+def dvc_times(root: Path, n_files: int, shard_kb: int) -> dict[str, float]:
+    """Return `dvc add` / `dvc status` / `dvc push` seconds for an ``n_files`` directory output."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "DVC_NO_ANALYTICS": "1"}
+
+    def run(*args: str) -> float:
+        start = time.perf_counter()
+        subprocess.run(args, cwd=root, env=env, check=True, capture_output=True)
+        return time.perf_counter() - start
+
+    root.mkdir(parents=True)
+    run("git", "init", "-q")
+    run("dvc", "init", "-q")
+    run("dvc", "remote", "add", "-d", "store", str(root / "remote"))
+    shards = root / "shards"
+    shards.mkdir()
+    for k in range(n_files):
+        (shards / f"faces-{k:05d}.parquet").write_bytes(os.urandom(shard_kb * 1024))
+    figures = {"add": run("dvc", "add", "shards")}
+    run("dvc", "status")  # the first call builds DVC's state database
+    figures["status"] = min(run("dvc", "status") for _ in range(3))
+    figures["push"] = run("dvc", "push")
+    return figures
+
+
+def dvc_per_thousand(root: Path, shard_kb: int) -> dict[str, float]:
+    """Return DVC's seconds per 1,000 files: 1,000 files' times less a 1-file output's."""
+    one = dvc_times(root / "one", 1, shard_kb)
+    thousand = dvc_times(root / "thousand", 1000, shard_kb)
+    print(f"DVC, 1,000 files of {shard_kb} KB: dvc add {thousand['add']:.1f} s, dvc status "
+          f"{thousand['status']:.2f} s, dvc push (local remote) {thousand['push']:.1f} s; "
+          f"one file: {one['add']:.1f} / {one['status']:.2f} / {one['push']:.1f} s")
+    return {k: max(thousand[k] - one[k], 0.0) for k in thousand}
+
+
+def projection(per_frame_core_s: float, efficiency: float, driver_s_per_clip: float,
+               dvc_s: dict[str, float]) -> None:
+    """Print the VoxCeleb2 dev table for 64, 256 and 1,024 cores."""
+    frames = VOX2_DEV_CLIPS * VOX2_MEAN_S * VOX2_FPS
+    core_h = frames * per_frame_core_s / 3600
+    files = {
+        "download media (one .mp4 per clip)": VOX2_DEV_CLIPS,
+        "faces shards (150 px + frame scores)": -(-VOX2_DEV_CLIPS * FACE_ROW_BYTES
+                                                  // (SHARD_MB * 2**20)),
+        "audio shards (3.67 s, 8 kHz)": -(-VOX2_DEV_CLIPS * AUDIO_ROW_BYTES
+                                          // (SHARD_MB * 2**20)),
+    }
+    files["dataset shards (faces + audio)"] = (files["faces shards (150 px + frame scores)"]
+                                               + files["audio shards (3.67 s, 8 kHz)"])
+    print(f"\nVoxCeleb2 dev: {VOX2_DEV_CLIPS:,} clips ({VOX2_DEV_VIDEOS:,} videos, "
+          f"{VOX2_DEV_SPEAKERS:,} speakers), mean {VOX2_MEAN_S:.1f} s = "
+          f"{frames / 1e6:.0f} M frames at {VOX2_FPS} fps; faces at {1 / per_frame_core_s:.0f} "
+          f"frames per core-second = {core_h:,.0f} core-hours")
+    print("| cores | faces stage (h) | clips/s | driver CPU load | "
+          "files DVC tracks (all outputs) | `dvc status` | `dvc push` (per-file cost) |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    total_files = sum(files.values())
+    for cores in (64, 256, 1024):
+        hours = core_h / (cores * efficiency)
+        rate = VOX2_DEV_CLIPS / (hours * 3600)
+        print(f"| {cores:,} | {hours:.1f} | {rate:,.0f} | {rate * driver_s_per_clip:.0%} | "
+              f"{total_files:,} | {total_files / 1000 * dvc_s['status']:,.0f} s | "
+              f"{total_files / 1000 * dvc_s['push'] / 3600:,.1f} h |")
+    for name, n in files.items():
+        print(f"  {name}: {n:,} files")
+    print("  (`dvc status` / `dvc push` from the measured marginal cost per 1,000 files; the "
+          "download's media dominate: a shared directory outside DVC, catalogued by checksum, "
+          "would leave "
+          f"{total_files - VOX2_DEV_CLIPS:,} files)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clips", type=int, default=512, help="faces corpus size (>= 500)")
+    parser.add_argument("--speakers", type=int, default=8, help="demo speakers generated")
+    parser.add_argument("--chunk", type=int, default=16, help="clips per Ray task")
+    parser.add_argument("--repeat", type=int, default=2, help="local/Ray runs, alternated")
+    parser.add_argument("--tasks", type=int, default=400, help="tasks for the scheduling cost")
+    parser.add_argument("--shard-kb", type=int, default=256, help="size of the DVC test files")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    cores = default_workers(0)
+    generated = args.speakers * 8
+    reuse = -(-args.clips // generated)
+    with tempfile.TemporaryDirectory(prefix="scale-") as tmp:
+        root = Path(tmp)
+        start = time.perf_counter()
+        catalogue = make_corpus(root, args.speakers, reuse)
+        print(f"corpus: {generated} demo clips generated in {time.perf_counter() - start:.0f} s, "
+              f"catalogued {reuse} times = {generated * reuse} clips; {cores} cores; "
+              f"Ray chunks of {args.chunk} clips")
+        faces = compare_executors(catalogue, root, cores, args.chunk, args.repeat)
+        overhead = faces["ray"] / faces["local"] - 1
+        clips = generated * reuse
+        print(f"faces, {clips} clips, {faces['frames']:,} frames: local pool "
+              f"{faces['local']:.1f} s, Ray {faces['ray']:.1f} s (best of {args.repeat}): "
+              f"Ray overhead {overhead:+.1%} (target <= 10 %); outputs identical; Ray driver "
+              f"CPU {1000 * faces['driver_cpu'] / clips:.1f} ms per clip")
+        cost = scheduling_cost(root / "noop", cores, args.tasks)
+        print(f"scheduling: {cost['task_ms']:.2f} ms per empty Ray task, {cost['chunk_ms']:.2f} "
+              f"ms per map_clips chunk (task + part file written and read back); "
+              f"{args.chunk}-clip chunks of ~{faces['ray'] * cores / clips * args.chunk:.1f} "
+              f"core-s each")
+        dvc_s = dvc_per_thousand(root / "dvc", args.shard_kb)
+        print(f"  per 1,000 files more: dvc add {dvc_s['add']:.1f} s, status "
+              f"{dvc_s['status']:.2f} s, push {dvc_s['push']:.1f} s")
+        per_frame = faces["local"] * cores / faces["frames"]
+        projection(per_frame, 1 / (1 + max(overhead, 0.0)), faces["driver_cpu"] / clips, dvc_s)
+        print(json.dumps({"faces": faces, "scheduling": cost, "dvc": dvc_s}, default=float))
+
+
+if __name__ == "__main__":
+    main()
