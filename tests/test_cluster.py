@@ -45,6 +45,9 @@ pytestmark = pytest.mark.slow
 RAY = Path(sys.executable).with_name("ray")
 OBJECT_STORE_BYTES = 100 * 2**20  # the minimum Ray takes; a 2-core, 24 GiB machine
 NODE_START_S = 90
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+"""For the nodes and the driver: no usage reports; no token (a local ray.init writes one to
+~/.ray/auth_token, which a later head would then require of every node)."""
 FACES, AUDIO = FacesParams(workers=2), AudioParams(workers=2)
 
 
@@ -113,7 +116,7 @@ def _start_node(cluster: LocalCluster, head_port: int | None = None) -> int:
                  "--dashboard-port", str(ports[7]), "--temp-dir", str(cluster.temp_dir)]
     else:
         args += ["--address", f"127.0.0.1:{head_port}"]
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, **RAY_ENV}
     process = subprocess.Popen(args, env=env, start_new_session=True, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     cluster.groups.append(process.pid)  # the node's daemons keep this process group
@@ -144,6 +147,9 @@ def stop_cluster(cluster: LocalCluster) -> None:
 def cluster() -> Iterator[LocalCluster]:
     # A short temp dir: Ray's unix socket paths must stay under 108 characters.
     local = LocalCluster("", Path(tempfile.mkdtemp(prefix="ray", dir="/tmp")))
+    patch = pytest.MonkeyPatch()
+    for name, value in RAY_ENV.items():
+        patch.setenv(name, value)  # the driver (this process) too
     try:
         head_port = _start_node(local)
         _start_node(local, head_port)
@@ -151,6 +157,7 @@ def cluster() -> Iterator[LocalCluster]:
         yield local
     finally:
         stop_cluster(local)
+        patch.undo()
         subprocess.run(["rm", "-rf", str(local.temp_dir)], check=False)
 
 
