@@ -14,6 +14,7 @@ import yaml
 from pipeline import schemas
 from pipeline.config import DownloadParams, VoxCeleb2Params, parse_params, to_dict
 from pipeline.download.catalogue import prepare_dataset
+from pipeline.download.sources import fingerprint_sources
 from pipeline.download.voxceleb2 import read_meta, spread_over_videos
 from pipeline.runtime import EmptyOutputError
 from stages.download import main as download_main
@@ -135,3 +136,16 @@ def test_root_and_meta_are_required_and_the_stage_runs_from_params(tmp_path):
     report = yaml.safe_load((tmp_path / "out" / "report.json").read_text())
     # where the tree lies is not part of the data: it stays out of the hashed output
     assert report["info"]["params"] == {"speakers": [], "max_clips_per_speaker": 0}
+
+
+def test_a_new_utterance_or_meta_row_changes_the_sources_fingerprint(tmp_path):
+    mp4, meta = make_tree(tmp_path)
+    params = vox_params(mp4, meta)
+    before = fingerprint_sources(params)
+    assert set(before["sources"]) == {"download.voxceleb2.root", "download.voxceleb2.meta_csv"}
+    assert "id00015/0fijmz4vTVU/00002.mp4" in before["sources"]["download.voxceleb2.root"]
+    (mp4 / "id00015" / "0fijmz4vTVU" / "00003.mp4").write_bytes(b"new" * 10)
+    added = fingerprint_sources(params)
+    assert added != before
+    write_vox2_meta(meta, {**SEXES, "id00019": "m"})
+    assert fingerprint_sources(params) != added
