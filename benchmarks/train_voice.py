@@ -29,12 +29,16 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's pipeline
 
 from pipeline.models.voice_encoder import VoiceEncoder, VoiceEncoderConfig
 from pipeline.training.fit import FitSettings, fit
