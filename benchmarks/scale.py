@@ -9,12 +9,16 @@ In one run, on this machine:
 2. The faces stage on it with the local pool (``faces.workers`` = the cores) and on a Ray
    instance started here with as many CPUs (``cluster.executor: ray``, ``--chunk`` clips per
    task), alternating ``--repeat`` times; the outputs must be the same bytes. Ray's overhead
-   is ``ray time / local time - 1`` (target <= 10 %); the driver's CPU time per clip bounds
-   the clips/s one driver can merge.
+   (target <= 10 %) is measured in core-seconds - the CPU time of the driver and of every
+   process of the pool or of Ray (raylet, GCS, agents, workers) - against the pool's: on a
+   machine others load too, wall time also measures them (both are printed). The driver's
+   CPU time per frame bounds the clips/s one driver can merge.
 3. Ray's per-task scheduling cost: ``--tasks`` empty tasks, and ``map_clips`` chunks of one
    no-op item (submit, run, part written and read back), in ms per task.
-4. DVC's cost per file: a directory output of 1,000 shard files (``--shard-kb`` each) is
-   `dvc add`-ed, `dvc status`-ed and `dvc push`-ed to a local remote, timed.
+4. DVC's cost per file: a directory output of ``--dvc-files`` (10,000) files of
+   ``--shard-kb`` each is `dvc add`-ed, `dvc status`-ed and `dvc push`-ed to a local remote,
+   timed, less the same for one file: the cost per 1,000 shards beyond DVC's start-up (the
+   bytes cost the remote's bandwidth on top).
 5. A projection of VoxCeleb2 dev (1,092,009 utterances of 5,994 speakers, ~2,360 h, so a mean
    of 7.8 s = 195 frames at 25 fps; Chung et al. 2018, and 000 section 3.1) onto 64, 256 and
    1,024 cores: faces-stage hours from the measured frames per core-second and the Ray
@@ -24,7 +28,7 @@ In one run, on this machine:
 Wall-clock figures on a shared machine include the neighbours' load (printed); local and Ray
 runs alternate so that both see it alike.
 
-    .venv/bin/python benchmarks/scale.py [--clips 512] [--speakers 8] [--chunk 16]
+    .venv/bin/python benchmarks/scale.py [--clips 512] [--speakers 8] [--chunk 4]
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import hashlib
 import json
 import logging
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -72,6 +77,43 @@ def seconds(function, *args, **kwargs) -> tuple[float, float, object]:
     wall, cpu = time.perf_counter(), time.process_time()
     result = function(*args, **kwargs)
     return time.perf_counter() - wall, time.process_time() - cpu, result
+
+
+def tree_cpu_seconds() -> float:
+    """Return the CPU seconds used by this process, its reaped children and its live descendants.
+
+    A local pool's workers are reaped children; Ray's raylet, GCS, agents and workers are
+    live descendants of a driver that started Ray. On a loaded machine wall time measures the
+    neighbours too; core-seconds are what the work cost.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
+    total = own.ru_utime + own.ru_stime + reaped.ru_utime + reaped.ru_stime
+    for pid in _descendants(os.getpid()):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile: its parent's cutime has it once reaped
+        total += sum(int(f) for f in fields[11:15]) / tick  # utime stime cutime cstime
+    return total
+
+
+def _descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
 def make_corpus(root: Path, speakers: int, reuse: int) -> Path:
@@ -116,26 +158,31 @@ def compare_executors(catalogue: Path, root: Path, cores: int, chunk: int,
     params = FacesParams(workers=cores)
     cluster = ClusterParams(executor="ray", chunk_clips=chunk)
     times: dict[str, list[float]] = {"local": [], "ray": []}
+    cores_s: dict[str, list[float]] = {"local": [], "ray": []}
     driver_cpu, digests, frames = [], set(), 0
     try:
         ray.get([ray.remote(lambda: None).remote() for _ in range(cores)])  # workers up
         for k in range(repeat):
             for name, executor in (("local", ClusterParams()), ("ray", cluster)):
                 out = root / f"faces_{name}_{k}"
+                before = tree_cpu_seconds()
                 wall, cpu, report = seconds(run_faces, catalogue, out, params, executor)
+                cores_s[name].append(tree_cpu_seconds() - before)
                 times[name].append(wall)
                 if name == "ray":
                     driver_cpu.append(cpu)
                 digests.add(digest(out))
                 frames = report.counts["frames"]
-                print(f"  faces {name:5s} run {k + 1}: {wall:6.1f} s wall, driver CPU "
-                      f"{cpu:5.1f} s [load {os.getloadavg()[0]:.1f}]", flush=True)
+                print(f"  faces {name:5s} run {k + 1}: {wall:6.1f} s wall, "
+                      f"{cores_s[name][-1]:6.1f} core-s (driver {cpu:4.1f}) "
+                      f"[load {os.getloadavg()[0]:.1f}]", flush=True)
                 shutil.rmtree(out)
     finally:
         ray.shutdown()
     if len(digests) != 1:
         raise SystemExit(f"local and Ray outputs differ: {len(digests)} distinct digests")
     return {"local": min(times["local"]), "ray": min(times["ray"]), "frames": frames,
+            "local_core_s": min(cores_s["local"]), "ray_core_s": min(cores_s["ray"]),
             "driver_cpu": min(driver_cpu)}
 
 
@@ -178,7 +225,7 @@ def dvc_times(root: Path, n_files: int, shard_kb: int) -> dict[str, float]:
     shards = root / "shards"
     shards.mkdir()
     for k in range(n_files):
-        (shards / f"faces-{k:05d}.parquet").write_bytes(os.urandom(shard_kb * 1024))
+        (shards / f"faces-{k:06d}.parquet").write_bytes(os.urandom(shard_kb * 1024))
     figures = {"add": run("dvc", "add", "shards")}
     run("dvc", "status")  # the first call builds DVC's state database
     figures["status"] = min(run("dvc", "status") for _ in range(3))
@@ -186,20 +233,25 @@ def dvc_times(root: Path, n_files: int, shard_kb: int) -> dict[str, float]:
     return figures
 
 
-def dvc_per_thousand(root: Path, shard_kb: int) -> dict[str, float]:
-    """Return DVC's seconds per 1,000 files: 1,000 files' times less a 1-file output's."""
+def dvc_per_thousand(root: Path, n_files: int, shard_kb: int) -> dict[str, float]:
+    """Return DVC's seconds per 1,000 files: ``n_files`` files' times less a 1-file output's."""
     one = dvc_times(root / "one", 1, shard_kb)
-    thousand = dvc_times(root / "thousand", 1000, shard_kb)
-    print(f"DVC, 1,000 files of {shard_kb} KB: dvc add {thousand['add']:.1f} s, dvc status "
-          f"{thousand['status']:.2f} s, dvc push (local remote) {thousand['push']:.1f} s; "
-          f"one file: {one['add']:.1f} / {one['status']:.2f} / {one['push']:.1f} s")
-    return {k: max(thousand[k] - one[k], 0.0) for k in thousand}
+    many = dvc_times(root / "many", n_files, shard_kb)
+    print(f"DVC, {n_files:,} files of {shard_kb} KB: dvc add {many['add']:.1f} s, dvc status "
+          f"{many['status']:.2f} s, dvc push (local remote) {many['push']:.1f} s; one file: "
+          f"{one['add']:.1f} / {one['status']:.2f} / {one['push']:.1f} s")
+    return {k: max(many[k] - one[k], 0.0) * 1000 / n_files for k in many}
 
 
-def projection(per_frame_core_s: float, efficiency: float, driver_s_per_clip: float,
+def projection(per_frame_core_s: float, efficiency: float, driver_s_per_frame: float,
                dvc_s: dict[str, float]) -> None:
-    """Print the VoxCeleb2 dev table for 64, 256 and 1,024 cores."""
+    """Print the VoxCeleb2 dev table for 64, 256 and 1,024 cores.
+
+    The driver merges every chunk's results in one process (frame scores: a row per frame),
+    so its CPU per frame caps the clips/s whatever the cluster's size.
+    """
     frames = VOX2_DEV_CLIPS * VOX2_MEAN_S * VOX2_FPS
+    driver_s_per_clip = driver_s_per_frame * VOX2_MEAN_S * VOX2_FPS
     core_h = frames * per_frame_core_s / 3600
     files = {
         "download media (one .mp4 per clip)": VOX2_DEV_CLIPS,
@@ -214,13 +266,16 @@ def projection(per_frame_core_s: float, efficiency: float, driver_s_per_clip: fl
           f"{VOX2_DEV_SPEAKERS:,} speakers), mean {VOX2_MEAN_S:.1f} s = "
           f"{frames / 1e6:.0f} M frames at {VOX2_FPS} fps; faces at {1 / per_frame_core_s:.0f} "
           f"frames per core-second = {core_h:,.0f} core-hours")
+    print(f"  one driver merges at most {1 / driver_s_per_clip:,.0f} clips/s "
+          f"({1000 * driver_s_per_clip:.1f} ms of its CPU per clip)")
     print("| cores | faces stage (h) | clips/s | driver CPU load | "
           "files DVC tracks (all outputs) | `dvc status` | `dvc push` (per-file cost) |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     total_files = sum(files.values())
     for cores in (64, 256, 1024):
-        hours = core_h / (cores * efficiency)
-        rate = VOX2_DEV_CLIPS / (hours * 3600)
+        rate = min(VOX2_DEV_CLIPS / (core_h * 3600 / (cores * efficiency)),
+                   1 / driver_s_per_clip)
+        hours = VOX2_DEV_CLIPS / rate / 3600
         print(f"| {cores:,} | {hours:.1f} | {rate:,.0f} | {rate * driver_s_per_clip:.0%} | "
               f"{total_files:,} | {total_files / 1000 * dvc_s['status']:,.0f} s | "
               f"{total_files / 1000 * dvc_s['push'] / 3600:,.1f} h |")
@@ -236,10 +291,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=512, help="faces corpus size (>= 500)")
     parser.add_argument("--speakers", type=int, default=8, help="demo speakers generated")
-    parser.add_argument("--chunk", type=int, default=16, help="clips per Ray task")
+    parser.add_argument("--chunk", type=int, default=4, help="clips per Ray task")
     parser.add_argument("--repeat", type=int, default=2, help="local/Ray runs, alternated")
     parser.add_argument("--tasks", type=int, default=400, help="tasks for the scheduling cost")
-    parser.add_argument("--shard-kb", type=int, default=256, help="size of the DVC test files")
+    parser.add_argument("--dvc-files", type=int, default=10_000, help="files of the DVC test")
+    parser.add_argument("--shard-kb", type=int, default=16, help="size of the DVC test files")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -255,22 +311,25 @@ def main() -> None:
               f"catalogued {reuse} times = {generated * reuse} clips; {cores} cores; "
               f"Ray chunks of {args.chunk} clips")
         faces = compare_executors(catalogue, root, cores, args.chunk, args.repeat)
-        overhead = faces["ray"] / faces["local"] - 1
+        overhead = faces["ray_core_s"] / faces["local_core_s"] - 1
         clips = generated * reuse
-        print(f"faces, {clips} clips, {faces['frames']:,} frames: local pool "
-              f"{faces['local']:.1f} s, Ray {faces['ray']:.1f} s (best of {args.repeat}): "
-              f"Ray overhead {overhead:+.1%} (target <= 10 %); outputs identical; Ray driver "
-              f"CPU {1000 * faces['driver_cpu'] / clips:.1f} ms per clip")
+        print(f"faces, {clips} clips, {faces['frames']:,} frames, best of {args.repeat}: "
+              f"local pool {faces['local']:.1f} s wall / {faces['local_core_s']:.1f} core-s, "
+              f"Ray {faces['ray']:.1f} s / {faces['ray_core_s']:.1f} core-s (all of Ray's "
+              f"processes): overhead {overhead:+.1%} in core-seconds (target <= 10 %), "
+              f"{faces['ray'] / faces['local'] - 1:+.1%} in wall time; outputs identical; "
+              f"Ray driver CPU {1000 * faces['driver_cpu'] / clips:.1f} ms per clip")
         cost = scheduling_cost(root / "noop", cores, args.tasks)
         print(f"scheduling: {cost['task_ms']:.2f} ms per empty Ray task, {cost['chunk_ms']:.2f} "
               f"ms per map_clips chunk (task + part file written and read back); "
-              f"{args.chunk}-clip chunks of ~{faces['ray'] * cores / clips * args.chunk:.1f} "
+              f"{args.chunk}-clip chunks of ~{faces['ray_core_s'] / clips * args.chunk:.1f} "
               f"core-s each")
-        dvc_s = dvc_per_thousand(root / "dvc", args.shard_kb)
+        dvc_s = dvc_per_thousand(root / "dvc", args.dvc_files, args.shard_kb)
         print(f"  per 1,000 files more: dvc add {dvc_s['add']:.1f} s, status "
               f"{dvc_s['status']:.2f} s, push {dvc_s['push']:.1f} s")
-        per_frame = faces["local"] * cores / faces["frames"]
-        projection(per_frame, 1 / (1 + max(overhead, 0.0)), faces["driver_cpu"] / clips, dvc_s)
+        per_frame = faces["local_core_s"] / faces["frames"]
+        driver_per_frame = faces["driver_cpu"] / faces["frames"]
+        projection(per_frame, 1 / (1 + max(overhead, 0.0)), driver_per_frame, dvc_s)
         print(json.dumps({"faces": faces, "scheduling": cost, "dvc": dvc_s}, default=float))
 
 
