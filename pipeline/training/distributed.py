@@ -19,13 +19,15 @@ What :func:`~pipeline.training.fit.fit` does differently with more than one proc
   samples);
 - torch's global generator (augmentation, sampling) is reseeded each epoch from
   ``(seed, epoch, rank)``, so a resumed run continues every process's random stream;
-- only rank 0 evaluates, saves checkpoints and runs the callbacks (dvclive, best weights);
-  the epoch's terms are averaged over all processes' samples.
+- each process scores a share of the validation data; only rank 0 saves checkpoints and runs
+  the callbacks (dvclive, best weights); the epoch's terms are averaged over all processes'
+  samples. The stages' final metrics and outputs are rank 0's work alone.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
 import os
 import subprocess
@@ -42,6 +44,9 @@ log = logging.getLogger(__name__)
 
 WORLD_ENV = "WORLD_SIZE"
 """Set by torchrun in every process it starts."""
+GROUP_TIMEOUT = datetime.timedelta(hours=6)
+"""How long a collective waits: the other ranks wait at the final barrier while rank 0 alone
+scores the final metrics and writes the outputs (an hour or more at VoxCeleb2's size)."""
 
 
 def world_size() -> int:
@@ -88,7 +93,7 @@ def process_group() -> Iterator[None]:
     cuda = torch.cuda.is_available()
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group("nccl" if cuda else "gloo")
+    dist.init_process_group("nccl" if cuda else "gloo", timeout=GROUP_TIMEOUT)
     log.info("process %d of %d (%s)", rank(), world_size(), dist.get_backend())
     try:
         yield

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, IterableDataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
 from tqdm import tqdm
 
 from pipeline.models.files import check_plain, save_payload
@@ -152,8 +152,8 @@ def fit(
         resume_ignored: params that may differ from the checkpoint's (no effect on weights).
 
     Under ``torchrun`` (:mod:`pipeline.training.distributed`) every process runs ``fit``:
-    each takes its share of every global batch, and rank 0 alone evaluates, checkpoints and
-    runs the callbacks; the history is the same in every process.
+    each takes its share of every global batch and of the validation data, and rank 0 alone
+    checkpoints and runs the callbacks; the history is the same in every process.
     """
     device = resolve_device(settings.device)
     model.to(device)
@@ -220,8 +220,8 @@ def _run_epoch(
     record: dict[str, float] = {"epoch": float(state.epoch), "step": float(state.global_step)}
     record.update({f"train/{k}": v for k, v in train.items()})
     if val_data is not None:
-        val = evaluate(state.model, objective, val_data, settings) if distributed.is_main() else {}
-        record.update({f"val/{k}": v for k, v in _from_main(val).items()})
+        val = _evaluate_shared(state.model, objective, val_data, settings)
+        record.update({f"val/{k}": v for k, v in val.items()})
     record["time/train_s"] = train_s
     record["time/images_per_s"] = n / train_s if train_s > 0 else 0.0
     record["time/data_wait_share"] = wait_s / train_s if train_s > 0 else 0.0
@@ -246,12 +246,13 @@ def _train_epoch(
     batches = _timed(_loader(data, settings, state.device, epoch, shuffle=True))
     for batch, waited in batches:
         wait_s += waited
+        n = _batch_size(batch)
         terms = objective(model, _to_device(batch, state.device))
         state.optimizer.zero_grad(set_to_none=True)
-        (terms["loss"] * _batch_share(_batch_size(batch), world, state.device)).backward()
+        loss = terms["loss"] if world == 1 else terms["loss"] * _batch_share(n, state.device)
+        loss.backward()
         state.optimizer.step()
         state.global_step += 1
-        n = _batch_size(batch)
         n_total += n
         _accumulate(totals, terms, n)
     if world > 1:
@@ -264,13 +265,11 @@ def _train_epoch(
     return means, wait_s, n_total
 
 
-def _batch_share(n: int, world: int, device: torch.device) -> float:
+def _batch_share(n: int, device: torch.device) -> float:
     """Return ``n * world / global batch``: 1.0 unless the processes' shares are uneven."""
-    if world == 1:
-        return 1.0
     total = torch.tensor(n, device=device)
     torch.distributed.all_reduce(total)
-    return n * world / int(total)
+    return n * distributed.world_size() / int(total)
 
 
 def _summed(totals: dict[str, torch.Tensor], n: int, device: torch.device) -> int:
@@ -283,16 +282,27 @@ def _summed(totals: dict[str, torch.Tensor], n: int, device: torch.device) -> in
     return int(packed[-1])
 
 
-def _from_main(values: dict[str, float]) -> dict[str, float]:
-    """Return rank 0's ``values`` in every process (``values`` itself when not distributed)."""
-    if distributed.world_size() == 1:
-        return values
-    box = [values]
-    torch.distributed.broadcast_object_list(box, src=0)
-    return box[0]
+def _evaluate_shared(
+    model: nn.Module, objective: Objective, data: Dataset, settings: FitSettings
+) -> dict[str, float]:
+    """Return :func:`evaluate` of ``data``; distributed, each process scores a share of it.
+
+    A map-style dataset is split (sample ``i`` to rank ``i % world``) and the sums are added
+    up over the processes; an iterable one is scored by rank 0 and its result sent to all.
+    """
+    world = distributed.world_size()
+    if world == 1:
+        return evaluate(model, objective, data, settings)
+    if isinstance(data, IterableDataset):
+        box = [evaluate(model, objective, data, settings) if distributed.is_main() else None]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
+    share = Subset(data, range(distributed.rank(), len(data), world))
+    totals, n = _evaluation_sums(model, objective, share, settings)
+    n = _summed(totals, n, next(model.parameters()).device)
+    return {k: v.item() / n for k, v in totals.items()} if n else {}
 
 
-@torch.no_grad()
 def evaluate(
     model: nn.Module, objective: Objective, data: Dataset, settings: FitSettings
 ) -> dict[str, float]:
@@ -300,6 +310,15 @@ def evaluate(
 
     The order is fixed and the model is left in eval mode.
     """
+    totals, n_total = _evaluation_sums(model, objective, data, settings)
+    return {k: v.item() / n_total for k, v in totals.items()} if n_total else {}
+
+
+@torch.no_grad()
+def _evaluation_sums(
+    model: nn.Module, objective: Objective, data: Dataset, settings: FitSettings
+) -> tuple[dict[str, torch.Tensor], int]:
+    """Return ``objective``'s terms summed over ``data`` (weighted by batch size) and its size."""
     model.eval()
     device = next(model.parameters()).device
     totals: dict[str, torch.Tensor] = {}
@@ -308,7 +327,7 @@ def evaluate(
         n = _batch_size(batch)
         _accumulate(totals, objective(model, _to_device(batch, device)), n)
         n_total += n
-    return {k: v.item() / n_total for k, v in totals.items()} if n_total else {}
+    return totals, n_total
 
 
 def _loader(
