@@ -114,11 +114,20 @@ def smooth_in_time(values: np.ndarray, window: int) -> np.ndarray:
     without landmarks stay NaN.
     """
     known = ~np.isnan(values)
-    kernel = np.ones(window)
-    total = np.convolve(np.where(known, values, 0.0), kernel, mode="same")
-    count = np.convolve(known.astype(float), kernel, mode="same")
+    total = _centred_window_sum(np.where(known, values, 0.0), window)
+    count = _centred_window_sum(known.astype(float), window)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(known, total / count, np.nan)
+
+
+def _centred_window_sum(values: np.ndarray, window: int) -> np.ndarray:
+    """Return the sums over ``window`` frames centred on each frame, as long as ``values``.
+
+    ``np.convolve(mode="same")`` would return ``max(len, window)`` values: a clip shorter
+    than the window (a photo, a few frames) must keep one value per frame.
+    """
+    start = (window - 1) // 2
+    return np.convolve(values, np.ones(window), mode="full")[start:start + len(values)]
 
 
 def _normalised(values: np.ndarray) -> np.ndarray:

@@ -111,3 +111,21 @@ def test_blinks_and_missing_frames_are_never_chosen():
     nothing = scores_of([np.nan], [np.nan], [np.nan], [np.nan])
     with pytest.raises(QuarantineError, match="no frame"):
         select_frame(nothing, "frontal", False, FacesParams())
+
+
+@pytest.mark.parametrize("n_frames", [1, 2, 5, 6, 10])
+def test_smoothing_keeps_one_value_per_frame_on_clips_shorter_than_its_window(n_frames):
+    values = np.arange(n_frames, dtype=float)
+    values[0] = np.nan  # a frame without landmarks stays NaN
+    smoothed = selection.smooth_in_time(values, 11)
+    assert smoothed.shape == (n_frames,)
+    assert np.isnan(smoothed[0])
+    for i in range(1, n_frames):  # the mean of the known frames within 5 of frame i
+        assert smoothed[i] == pytest.approx(np.mean(np.arange(max(1, i - 5), min(n_frames, i + 6))))
+
+
+def test_smoothing_is_the_centred_moving_average():
+    values = np.array([0.0, 3.0, 6.0, 9.0, np.nan, 15.0])
+    # window 3: each known frame averages its known neighbours
+    expected = [1.5, 3.0, 6.0, 7.5, np.nan, 15.0]
+    assert np.allclose(selection.smooth_in_time(values, 3), expected, equal_nan=True)
