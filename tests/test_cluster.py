@@ -136,11 +136,18 @@ def stop_cluster(cluster: LocalCluster) -> None:
 
     if ray.is_initialized():
         ray.shutdown()
-    for sig, wait_s in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 0.0)):
+    for sig, wait_s in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 5.0)):
         for group in cluster.groups:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(group, sig)
-        time.sleep(wait_s)
+        deadline = time.monotonic() + wait_s
+        while _alive(cluster.groups) and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+
+def _alive(groups: list[int]) -> bool:
+    """Whether a process of ``groups`` is still running (zombies do not count)."""
+    return any(_pgid(pid) in groups and _stat(pid)[0] != "Z" for pid in _pids())
 
 
 @pytest.fixture(scope="module")
