@@ -134,11 +134,26 @@ class FolderParams:
 
 
 @dataclass(frozen=True, config=CONFIG)
+class VoxCeleb2Params:
+    """VoxCeleb2 as it lies on disk (``download.voxceleb2``; 000's dataset)."""
+
+    root: str = ""
+    """Directory of ``<id>/<video_id>/<utt>.mp4`` (VoxCeleb2's ``dev/mp4`` or ``test/mp4``)."""
+    meta_csv: str = ""
+    """VoxCeleb2's ``vox2_meta.csv`` (``VoxCeleb2 ID``, ``Gender`` m/f): the speakers' sex."""
+    speakers: tuple[Annotated[str, Field(pattern=r"^id\d{5}$")], ...] = ()
+    """Restrict to these VoxCeleb ids, e.g. ``'id00012'`` (empty = all)."""
+    max_clips_per_speaker: Annotated[int, Field(ge=0)] = 0
+    """Keep at most this many utterances per speaker, taken in turn from each of their
+    videos (0 = all)."""
+
+
+@dataclass(frozen=True, config=CONFIG)
 class DownloadParams:
     """The ``download`` stage: which dataset, and how to fetch it."""
 
-    dataset: Literal["demo", "crema-d", "folder"] = "demo"
-    """Dataset to catalogue: the embedded corpus, real CREMA-D, or a local folder."""
+    dataset: Literal["demo", "crema-d", "folder", "voxceleb2"] = "demo"
+    """Dataset to catalogue: the embedded corpus, real CREMA-D, a local folder, or VoxCeleb2."""
     workers: Annotated[int, Field(ge=1, le=64)] = 8
     """Parallel downloads."""
     retries: Annotated[int, Field(ge=0, le=20)] = 4
@@ -153,6 +168,8 @@ class DownloadParams:
     """Settings for real CREMA-D."""
     folder: FolderParams = dataclasses.field(default_factory=FolderParams)
     """Settings for a local folder dataset."""
+    voxceleb2: VoxCeleb2Params = dataclasses.field(default_factory=VoxCeleb2Params)
+    """Settings for VoxCeleb2 on disk."""
 
     @field_validator("folder")
     @classmethod
@@ -161,6 +178,14 @@ class DownloadParams:
         if info.data.get("dataset") == "folder" and empty:
             raise ValueError(f"{' and '.join(empty)} required when dataset is folder")
         return folder
+
+    @field_validator("voxceleb2")
+    @classmethod
+    def _voxceleb2_given(cls, vox: VoxCeleb2Params, info: ValidationInfo) -> VoxCeleb2Params:
+        empty = [k for k in ("root", "meta_csv") if not getattr(vox, k)]
+        if info.data.get("dataset") == "voxceleb2" and empty:
+            raise ValueError(f"{' and '.join(empty)} required when dataset is voxceleb2")
+        return vox
 
 
 @dataclass(frozen=True, config=CONFIG)
@@ -209,6 +234,21 @@ class FacesParams:
     @classmethod
     def _not_below_detect_scale(cls, scale: float, info: ValidationInfo) -> float:
         return _at_least(scale, info, "detect_scale")
+
+
+@dataclass(frozen=True, config=CONFIG)
+class ClusterParams:
+    """Where the per-clip stages (faces, audio) run (``cluster``); their outputs are the same."""
+
+    executor: Literal["local", "ray"] = "local"
+    """``local``: a process pool on this machine (``<stage>.workers``); ``ray``: chunks of
+    clips as tasks on a Ray cluster whose nodes all see the workspace at the same path."""
+    address: str = ""
+    """Ray: the cluster to join (``head-host:6379``); empty = start Ray on this machine."""
+    chunk_clips: Annotated[int, Field(ge=1, le=100_000)] = 32
+    """Ray: clips per task; each task writes its own part, which the driver merges in order."""
+    max_retries: Annotated[int, Field(ge=0, le=100)] = 3
+    """Ray: re-runs of a chunk whose worker process or node died, before the stage fails."""
 
 
 @dataclass(frozen=True, config=CONFIG)
@@ -325,6 +365,9 @@ class TrainVaeParams:
     """DataLoader worker processes (0 = load in the training process)."""
     threads: Workers = 0
     """torch intra-op CPU threads (0 = torch's default, all cores; 1 is robust when shared)."""
+    processes: Annotated[int, Field(ge=1, le=1024)] = 1
+    """Training processes on this machine: > 1 runs the stage under torchrun with
+    DistributedDataParallel (gloo on the CPU, one GPU each with NCCL), splitting every batch."""
     grid_faces: Annotated[int, Field(ge=1, le=64)] = 8
     """Validation faces shown in the reconstruction and label-swap grids."""
     model: str = "vae"
@@ -402,6 +445,9 @@ class TrainVoiceParams:
     """DataLoader worker processes (0 = load in the training process)."""
     threads: Workers = 0
     """torch intra-op CPU threads (0 = torch's default, all cores; 1 is robust when shared)."""
+    processes: Annotated[int, Field(ge=1, le=1024)] = 1
+    """Training processes on this machine: > 1 runs the stage under torchrun with
+    DistributedDataParallel (gloo on the CPU, one GPU each with NCCL), splitting every batch."""
     grid_clips: Annotated[int, Field(ge=1, le=64)] = 8
     """Validation clips (one per speaker) in the true | VAE | voice grid."""
     models: Annotated[
@@ -451,6 +497,7 @@ class EvaluateParams:
 SECTIONS: dict[str, type] = {
     "download": DownloadParams,
     "faces": FacesParams,
+    "cluster": ClusterParams,
     "audio": AudioParams,
     "embed": EmbedParams,
     "dataset": DatasetParams,

@@ -85,7 +85,7 @@ def map_items(function: Callable[[Item], Result], items: Sequence[Item], workers
     order whatever the worker count, so what the caller writes from the results is the
     same bytes.
     """
-    guarded = partial(_quarantine_boundary, function)
+    guarded = partial(quarantine_boundary, function)
     if workers <= 1 or len(items) <= 1:
         results: Iterator = map(guarded, items)
         yield from zip(items, tqdm(results, total=len(items), desc=desc, unit=unit), strict=True)
@@ -96,8 +96,9 @@ def map_items(function: Callable[[Item], Result], items: Sequence[Item], workers
         yield from zip(items, tqdm(results, total=len(items), desc=desc, unit=unit), strict=True)
 
 
-def _quarantine_boundary(function: Callable[[Item], Result],
-                         item: Item) -> Result | QuarantineError:
+def quarantine_boundary(function: Callable[[Item], Result],
+                        item: Item) -> Result | QuarantineError:
+    """Return ``function(item)``, or the :class:`QuarantineError` it raised (others propagate)."""
     try:
         return function(item)
     except QuarantineError as error:

@@ -10,7 +10,7 @@ import argparse
 import logging
 
 from pipeline.audio.stage import process_catalogue
-from pipeline.config import AudioParams, load_params
+from pipeline.config import AudioParams, ClusterParams, load_params
 from pipeline.runtime import EmptyOutputError, setup_logging
 
 log = logging.getLogger("stages.audio")
@@ -27,9 +27,10 @@ def main(argv: list[str] | None = None) -> int:
 
     setup_logging(args.verbose)
     params: AudioParams = load_params(args.params, "audio")
+    cluster: ClusterParams = load_params(args.params, "cluster")  # local pool or Ray
     # No randomness here: the output depends only on the inputs and params.
     try:
-        report = process_catalogue(args.catalogue, args.out, params)
+        report = process_catalogue(args.catalogue, args.out, params, cluster)
     except EmptyOutputError as error:  # the report and quarantine table are written
         log.error("%s", error)
         return 1

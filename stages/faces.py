@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from pipeline.config import FacesParams, load_params
+from pipeline.config import ClusterParams, FacesParams, load_params
 from pipeline.faces.stage import run_faces
 from pipeline.runtime import EmptyOutputError, setup_logging
 
@@ -27,9 +27,10 @@ def main(argv: list[str] | None = None) -> int:
 
     setup_logging(args.verbose)
     params: FacesParams = load_params(args.params, "faces")
+    cluster: ClusterParams = load_params(args.params, "cluster")  # local pool or Ray
     # No randomness here: the output depends only on the inputs and params.
     try:
-        report = run_faces(args.catalogue, args.out, params)
+        report = run_faces(args.catalogue, args.out, params, cluster)
     except EmptyOutputError as error:  # the report and quarantine table are written
         log.error("%s", error)
         return 1

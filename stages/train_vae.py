@@ -2,18 +2,21 @@
 
 Usage: ``python -m stages.train_vae --params params.yaml --dataset DIR --out DIR
 --checkpoints DIR --live DIR``. A run killed mid-training resumes from ``--checkpoints``
-when its params and data are unchanged.
+when its params and data are unchanged. ``train_vae.processes`` > 1 runs it under torchrun
+with DistributedDataParallel.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
 import torch
 
 from pipeline.config import TrainVaeParams, load_params
 from pipeline.runtime import seed_everything, setup_logging
+from pipeline.training.distributed import launch, process_group
 from pipeline.training.vae import train_vae
 
 log = logging.getLogger("stages.train_vae")
@@ -32,10 +35,16 @@ def main(argv: list[str] | None = None) -> int:
 
     setup_logging(args.verbose)
     params: TrainVaeParams = load_params(args.params, "train_vae")
+    code = launch(params.processes, "stages.train_vae", sys.argv[1:] if argv is None else argv)
+    if code is not None:  # ran under torchrun in params.processes processes
+        return code
     if params.threads:
         torch.set_num_threads(params.threads)
     seed_everything(params.seed)
-    metrics = train_vae(params, args.dataset, args.out, args.checkpoints, args.live)
+    with process_group():
+        metrics = train_vae(params, args.dataset, args.out, args.checkpoints, args.live)
+    if not metrics:  # not rank 0: the outputs are rank 0's
+        return 0
     log.info("val MSE %.5f (mean-face baseline %.5f), PSNR %.2f dB",
              metrics["val_mse"], metrics["mean_face_mse"], metrics["val_psnr_db"])
     return 0

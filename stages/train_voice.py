@@ -3,17 +3,22 @@
 Usage: ``python -m stages.train_voice --params params.yaml --dataset DIR --vae MODEL.pt
 --out DIR --checkpoints DIR --live DIR [--model NAME] [--embeddings DIR]``. A run killed
 mid-training resumes from ``--checkpoints`` when its params, data and VAE are unchanged.
+``train_voice.processes`` > 1 runs a model trained by the shared loop under torchrun with
+DistributedDataParallel (a closed-form model such as ``ridge`` always runs in one process).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
 import torch
 
 from pipeline.config import TrainVoiceParams, load_params
+from pipeline.models.registry import voice_model_entry
 from pipeline.runtime import seed_everything, setup_logging
+from pipeline.training.distributed import launch, process_group
 from pipeline.training.voice import model_threads, train_voice
 
 log = logging.getLogger("stages.train_voice")
@@ -42,12 +47,19 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     params: TrainVoiceParams = load_params(args.params, "train_voice")
     name = args.model or params.models[0]
+    processes = params.processes if voice_model_entry(name).solve is None else 1
+    code = launch(processes, "stages.train_voice", sys.argv[1:] if argv is None else argv)
+    if code is not None:  # ran under torchrun in `processes` processes
+        return code
     threads = model_threads(params, name)
     if threads:
         torch.set_num_threads(threads)
     seed_everything(params.seed)
-    metrics = train_voice(params, args.dataset, args.vae, args.out, args.checkpoints, args.live,
-                          name, args.embeddings)
+    with process_group():
+        metrics = train_voice(params, args.dataset, args.vae, args.out, args.checkpoints,
+                              args.live, name, args.embeddings)
+    if not metrics:  # not rank 0: the outputs are rank 0's
+        return 0
     log.info("val MSE %.4f; R@1 among %d val speakers %.3f (chance %.3f); collapse ratio %.3f",
              metrics["val_mse"], metrics["val_speakers"], metrics["r1"], metrics["r1_chance"],
              metrics["collapse_ratio"])

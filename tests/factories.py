@@ -229,3 +229,52 @@ def write_embeddings(embed_dir: Path, vectors: dict[str, np.ndarray], speaker_of
     pq.write_table(conform(pa.Table.from_pylist(rows), SPEAKER_EMBEDDINGS),
                    embed_dir / EMBEDDINGS_PARQUET)
     return embed_dir
+
+
+# --- VoxCeleb2 layout (issue 21) -------------------------------------------------------------
+
+VOX2_META_HEADER = "\ufeffVoxCeleb2 ID ,VGGFace2 ID ,Gender ,Set \n"
+"""The header of VoxCeleb2's own ``vox2_meta.csv``: a byte-order mark, a space before commas."""
+
+
+def vox_id(speaker: str) -> str:
+    """Return the VoxCeleb-style id of a demo ActorID: ``1001`` -> ``id01001``."""
+    return f"id{int(speaker):05d}"
+
+
+def write_vox2_meta(path: Path, sexes: dict[str, str], sets: str = "dev") -> Path:
+    """Write a ``vox2_meta.csv`` in VoxCeleb2's own format: ``{vox id: 'm' | 'f' | ...}``."""
+    lines = [f"{speaker} ,n{speaker[2:]:0>6} ,{sex} ,{sets} \n"
+             for speaker, sex in sorted(sexes.items())]
+    path.write_text(VOX2_META_HEADER + "".join(lines), encoding="utf-8")
+    return path
+
+
+def write_voxceleb2_tree(root: Path, demo_dir: Path, clips_per_video: int = 1) -> dict[str, str]:
+    """Lay the demo corpus catalogued in ``demo_dir`` out as VoxCeleb2: return {clip id: source}.
+
+    Each demo clip becomes ``<root>/mp4/<id>/<video_id>/<utt>.mp4`` (H.264 + AAC, as
+    VoxCeleb2 ships), a speaker's clips grouped ``clips_per_video`` to a video; the sexes go
+    to ``<root>/vox2_meta.csv``. The returned clip ids are the ones the catalogue must give.
+    """
+    import subprocess
+
+    clips = sorted(pq.read_table(demo_dir / "catalogue.parquet").to_pylist(),
+                   key=lambda c: c["clip_id"])
+    by_speaker: dict[str, list[dict[str, Any]]] = {}
+    for clip in clips:
+        by_speaker.setdefault(vox_id(clip["speaker_id"]), []).append(clip)
+    made = {}
+    for speaker, own in by_speaker.items():
+        for k, clip in enumerate(own):
+            video = f"v{speaker[2:]}x{k // clips_per_video:04d}"  # 11 characters, as YouTube's
+            utterance = root / "mp4" / speaker / video / f"{k % clips_per_video + 1:05d}.mp4"
+            utterance.parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-i",
+                            str(demo_dir / clip["video_path"]), "-c:v", "libx264", "-preset",
+                            "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-threads", "1",
+                            str(utterance)], check=True, timeout=120)
+            made[utterance.relative_to(root / "mp4").with_suffix("").as_posix()] = clip["clip_id"]
+    write_vox2_meta(root / "vox2_meta.csv",
+                    {s: own[0]["sex"][0].lower() for s, own in by_speaker.items()})
+    return made

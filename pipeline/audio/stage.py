@@ -13,14 +13,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.audio.prepare import PreparedAudio, prepare_audio
-from pipeline.config import AudioParams
+from pipeline.cluster import map_clips, session
+from pipeline.config import AudioParams, ClusterParams
 from pipeline.runtime import (
     EmptyOutputError,
     QuarantineError,
     StageReport,
     atomic_directory,
     default_workers,
-    map_items,
     remove_stale_temporaries,
 )
 from pipeline.schemas import AUDIO
@@ -54,14 +54,17 @@ def _row(clip_id: str, prepared: PreparedAudio) -> dict:
 
 
 def process_catalogue(
-    catalogue: str | Path, out_dir: str | Path, params: AudioParams
+    catalogue: str | Path, out_dir: str | Path, params: AudioParams,
+    cluster: ClusterParams | None = None,
 ) -> StageReport:
     """Return the report of preparing every catalogue clip's audio into ``out_dir``.
 
     Writes ``<out_dir>/audio-NNNNN.parquet`` (:data:`pipeline.schemas.AUDIO`, sorted by
     clip id), ``report.json`` and ``quarantine.parquet``. The output is the same whatever
-    ``params.workers`` is. Raises :class:`~pipeline.runtime.EmptyOutputError` (after writing
-    them) when no clip's audio is kept.
+    ``params.workers`` is, and whether ``cluster`` runs it on a Ray cluster
+    (:func:`~pipeline.cluster.map_clips`; default: the local pool). Raises
+    :class:`~pipeline.runtime.EmptyOutputError` (after writing them) when no clip's audio is
+    kept.
     """
     catalogue = Path(catalogue)
     rows = sorted(pq.read_table(catalogue).to_pylist(), key=lambda r: r["clip_id"])
@@ -76,10 +79,12 @@ def process_catalogue(
     workers = default_workers(params.workers)
     stats = {"original_s": 0.0, "speech_s": 0.0, "truncated": 0}
     remove_stale_temporaries(out_dir)
-    with atomic_directory(out_dir) as tmp:
+    cluster = cluster or ClusterParams()
+    with atomic_directory(out_dir) as tmp, session(cluster):
         with ShardWriter(tmp, "audio", AUDIO, params.shard_mb * 2**20, ROW_GROUP_ROWS) as shards:
             prepare = partial(_prepare_item, params=params)
-            for (clip_id, _), result in map_items(prepare, items, workers, "audio"):
+            results = map_clips(prepare, items, cluster, tmp, workers, "audio")
+            for (clip_id, _), result in results:
                 if isinstance(result, QuarantineError):
                     report.reject_error(clip_id, result)
                     continue

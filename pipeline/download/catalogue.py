@@ -3,12 +3,13 @@
 :func:`prepare_dataset` builds ``<out>/catalogue.parquet`` (:data:`pipeline.schemas.CATALOGUE`),
 ``<out>/media/`` and the stage report for the dataset chosen in ``params.download.dataset``.
 
-Fetched datasets (``crema-d``, ``folder``) go through a download cache directory kept outside
-the DVC output: files are fetched and verified into ``<cache>/<dataset>/files/`` (resumable
-``.part`` files and the verified-state record live there too), then hard-linked into a fresh
-``<out>/media/`` that replaces the old output atomically. The output therefore holds exactly
-the current selection and only verified files, whatever a killed earlier run left behind, and
-DVC may delete the output before a run (its default) without losing any downloaded byte.
+Fetched datasets (``crema-d``, ``folder``, ``voxceleb2``) go through a download cache
+directory kept outside the DVC output: files are fetched and verified into
+``<cache>/<dataset>/files/`` (resumable ``.part`` files and the verified-state record live
+there too), then hard-linked into a fresh ``<out>/media/`` that replaces the old output
+atomically. The output therefore holds exactly the current selection and only verified files,
+whatever a killed earlier run left behind, and DVC may delete the output before a run (its
+default) without losing any downloaded byte.
 
 The output depends on the data alone: fetch settings and this run's history (files fetched,
 already verified, resumed) go to the log and to ``<cache>/<dataset>/last-run.json``, so a
@@ -31,7 +32,7 @@ import pyarrow.parquet as pq
 
 from pipeline import schemas
 from pipeline.config import DownloadParams, to_dict
-from pipeline.download import crema_d, folder
+from pipeline.download import crema_d, folder, voxceleb2
 from pipeline.download.demo import catalogue as demo
 from pipeline.download.fetch import (
     DownloadError,
@@ -58,7 +59,7 @@ MEDIA_DIR = "media"
 ROLES = ("video", "audio")
 LAST_RUN_JSON = "last-run.json"
 SOURCE_KEYS = frozenset({"raw_base_url", "media_base_url", "local_dir", "videos_dir",
-                         "labels_csv"})
+                         "labels_csv", "root", "meta_csv"})
 """Params that say where a dataset comes from, not which data it is."""
 
 
@@ -103,6 +104,8 @@ def prepare_dataset(params: DownloadParams, out_dir: Path, cache_dir: Path,
             cache = cache_dir / params.dataset
             if params.dataset == "crema-d":
                 planned = crema_d.catalogue_crema_d(params.crema_d, cache, options, report)
+            elif params.dataset == "voxceleb2":
+                planned = voxceleb2.catalogue_voxceleb2(params.voxceleb2, report)
             else:
                 planned = folder.catalogue_folder(params.folder, report)
             clips = fetch_and_link(planned, cache, media, options, report)
@@ -120,10 +123,12 @@ def prepare_dataset(params: DownloadParams, out_dir: Path, cache_dir: Path,
 def empty_catalogue_problem(params: DownloadParams, report: StageReport) -> str:
     """Return why no clip was kept: what was listed, and what the selection left out."""
     source = {"folder": f"labels CSV {params.folder.labels_csv}",
+              "voxceleb2": f"VoxCeleb2 tree {params.voxceleb2.root}",
               "crema-d": "CREMA-D", "demo": "the demo corpus"}[params.dataset]
     parts = [f"{report.info.get('clips_listed', 0)} listed"]
     if report.info.get("clips_not_selected"):
-        parts.append(f"{report.info['clips_not_selected']} not selected by download.crema_d")
+        parts.append(f"{report.info['clips_not_selected']} not selected by "
+                     f"download.{params.dataset.replace('-', '_')}")
     if report.n_rejected:
         parts.append(f"{report.n_rejected} quarantined")
     return f"no clip kept from {source}: {', '.join(parts)}"

@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import pickle
 import shutil
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -39,7 +40,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.config import FacesParams, to_dict
+from pipeline.cluster import map_clips, session
+from pipeline.config import ClusterParams, FacesParams, to_dict
 from pipeline.faces.crop import crop_face
 from pipeline.faces.landmarks import FaceTrack, fill_landmarks, find_small_face, track_face
 from pipeline.faces.scores import canonical_shapes, contour_yaw, fit_pose_model, pose_design
@@ -58,7 +60,6 @@ from pipeline.runtime import (
     StageReport,
     atomic_directory,
     default_workers,
-    map_items,
     remove_stale_temporaries,
 )
 from pipeline.schemas import FACES, conform
@@ -278,24 +279,29 @@ def _contact_sheet(rows: list[dict[str, Any]], size: int, path: Path) -> None:
     save_png(image_grid(tiles, ncols=ncols, labels=labels, scale=scale), path)
 
 
-def run_faces(catalogue: str | Path, out_dir: str | Path, params: FacesParams) -> StageReport:
+def run_faces(catalogue: str | Path, out_dir: str | Path, params: FacesParams,
+              cluster: ClusterParams | None = None) -> StageReport:
     """Run the faces stage; return its :class:`StageReport` (also written to ``out_dir``).
 
     Writes ``faces-NNNNN.parquet`` (:data:`~pipeline.schemas.FACES`, sorted by clip id),
     ``contact_sheet.png``, ``report.json`` and ``quarantine.parquet`` into ``out_dir``,
     which is replaced atomically (what a killed run left beside it is removed first).
-    Raises :class:`~pipeline.runtime.EmptyOutputError` (after writing them) when no clip
-    yields a face.
+    Both passes run where ``cluster`` says (:func:`~pipeline.cluster.map_clips`; default:
+    the local pool): the same bytes either way. Raises
+    :class:`~pipeline.runtime.EmptyOutputError` (after writing them) when no clip yields a
+    face.
     """
     report = StageReport("faces")
-    workers = default_workers(params.workers)
+    cluster = cluster or ClusterParams()
+    run = _Run(params, cluster, default_workers(params.workers), report)
     remove_stale_temporaries(out_dir)  # a killed run's spill files can be large
-    with atomic_directory(out_dir) as tmp:
+    with atomic_directory(out_dir) as tmp, session(cluster):
         spill = tmp / ".tracks"
         spill.mkdir()
+        run.scratch = tmp
         jobs = read_jobs(catalogue, spill, report)
         report.count("clips", len(jobs) + report.n_rejected)
-        summaries = _track_all(jobs, params, workers, report)
+        summaries = _track_all(jobs, run)
         references = _references(jobs, summaries, params)
         tasks = [(j, references[j.clip_id], summaries[j.clip_id].n_faces)
                  for j in jobs if j.clip_id in references]
@@ -303,11 +309,11 @@ def run_faces(catalogue: str | Path, out_dir: str | Path, params: FacesParams) -
         with (ShardWriter(tmp, "faces", FACES, target, ROW_GROUP_ROWS) as writer,
               ShardWriter(tmp, "frame_scores", FRAME_SCORES, target, 64 * ROW_GROUP_ROWS)
               as curves):
-            sheet_rows = _select_all(tasks, params, workers, (writer, curves), report)
+            sheet_rows = _select_all(tasks, run, (writer, curves))
         shutil.rmtree(spill)
         _contact_sheet(sheet_rows, params.crop_size, tmp / CONTACT_SHEET)
-        # Nothing run- or machine-specific (worker count, code revision): the output must be
-        # byte-identical whatever the machine; dvc.lock pins the code.
+        # Nothing run- or machine-specific (worker count, executor, code revision): the output
+        # must be byte-identical whatever the machine; dvc.lock pins the code.
         report.info.update({"params": to_dict(params), "shards": len(writer.paths)})
         report.write(tmp)
     if not report.counts["selected"]:
@@ -315,12 +321,28 @@ def run_faces(catalogue: str | Path, out_dir: str | Path, params: FacesParams) -
     return report
 
 
-def _track_all(jobs: list[ClipJob], params: FacesParams, workers: int,
-               report: StageReport) -> dict[str, TrackSummary]:
+@dataclass
+class _Run:
+    """One run's settings and where its per-clip passes go."""
+
+    params: FacesParams
+    cluster: ClusterParams
+    workers: int
+    report: StageReport
+    scratch: Path = Path()
+    """Where Ray tasks write their parts: inside the output's temporary directory."""
+
+    def map(self, function: Callable, items: list, desc: str) -> Iterator:
+        """Yield ``(item, result)`` of ``function`` over ``items`` (long items: one at a time)."""
+        return map_clips(function, items, self.cluster, self.scratch, self.workers, desc,
+                         max_chunk=1)
+
+
+def _track_all(jobs: list[ClipJob], run: _Run) -> dict[str, TrackSummary]:
     """Run pass 1; return the summaries of the clips that have a usable face track."""
     summaries: dict[str, TrackSummary] = {}
-    track = partial(track_clip, params=params)
-    for job, result in map_items(track, jobs, workers, "landmarks", max_chunk=1):
+    report = run.report
+    for job, result in run.map(partial(track_clip, params=run.params), jobs, "landmarks"):
         if isinstance(result, QuarantineError):
             _reject(report, job, result)
         else:
@@ -330,16 +352,15 @@ def _track_all(jobs: list[ClipJob], params: FacesParams, workers: int,
     return summaries
 
 
-def _select_all(tasks: list[tuple[ClipJob, Reference, int]], params: FacesParams, workers: int,
-                writers: tuple[ShardWriter, ShardWriter],
-                report: StageReport) -> list[dict[str, Any]]:
+def _select_all(tasks: list[tuple[ClipJob, Reference, int]], run: _Run,
+                writers: tuple[ShardWriter, ShardWriter]) -> list[dict[str, Any]]:
     """Run pass 2, writing rows in task order; return the rows sampled for the contact sheet."""
     writer, curves = writers
+    params, report = run.params, run.report
     n_sample = min(params.sheet_samples, len(tasks))
     sample = set(np.linspace(0, len(tasks) - 1, n_sample).round().astype(int).tolist())
     sheet_rows, batch = [], []
-    select = partial(_select_task, params=params)
-    results = map_items(select, tasks, workers, "faces", max_chunk=1)
+    results = run.map(partial(_select_task, params=params), tasks, "faces")
     for i, ((job, _, _), result) in enumerate(results):
         if isinstance(result, QuarantineError):
             _reject(report, job, result)

@@ -284,7 +284,24 @@ class VoiceEncoder(nn.Module):
         return self.attention(last[-1].unsqueeze(1), memory).squeeze(1)
 
 
-def _filterbank(config: VoiceEncoderConfig) -> nn.Sequential:
+class Filterbank(nn.Sequential):
+    """The dilated ``(k x 1)`` Conv2d + SELU stack, run in channels-last memory order.
+
+    The same layers and weights as a plain ``nn.Sequential`` (same ``state_dict``), the same
+    function within float rounding: only the memory order and SELU's buffer differ. oneDNN's
+    backward of these thin-channel, tall ``(k x 1)`` dilated convs is slow in NCHW (one
+    8 -> 16 conv: 2 s backward against 0.2 s forward, batch 32, 2 cores) and fast
+    channels-last; SELU works in place on the conv's output, which no backward needs, saving
+    a fresh multi-MB buffer (page faults) per layer. Together: train step 2.4x the clips/s
+    of the plain stack (``benchmarks/train_voice.py``).
+    """
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        """Return ``(B, filters, 1, frames)`` (channels-last strides) of ``(B, 1, L, T)``."""
+        return super().forward(frames.contiguous(memory_format=torch.channels_last))
+
+
+def _filterbank(config: VoiceEncoderConfig) -> Filterbank:
     """Return the dilated (k x 1) Conv2d + SELU stack, ZeroPad2d before its last conv."""
     layers: list[nn.Module] = []
     widths = (1, *config.filterbank_channels)
@@ -298,8 +315,8 @@ def _filterbank(config: VoiceEncoderConfig) -> nn.Sequential:
         # LeCun normal: the weight scale under which SELU keeps activations at mean 0, var 1
         nn.init.kaiming_normal_(conv.weight, mode="fan_in", nonlinearity="linear")
         nn.init.zeros_(conv.bias)
-        layers += [conv, nn.SELU()]
-    return nn.Sequential(*layers)
+        layers += [conv, nn.SELU(inplace=True)]
+    return Filterbank(*layers)
 
 
 def _standardize(frames: torch.Tensor) -> torch.Tensor:

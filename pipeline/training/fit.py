@@ -32,11 +32,12 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, IterableDataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
 from tqdm import tqdm
 
 from pipeline.models.files import check_plain, save_payload
 from pipeline.runtime import git_revision
+from pipeline.training import distributed
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,8 @@ class FitState:
     """One record per completed epoch (``train/<term>``, ``val/<term>``, timing)."""
     resumed_from: int | None = None
     """Epoch of the checkpoint this run resumed from, if any."""
+    step_model: nn.Module | None = None
+    """The module the training steps call: ``model`` wrapped in DDP when distributed."""
 
 
 class Callback:
@@ -147,6 +150,10 @@ def fit(
             model config ...).
         callbacks: hooks run at fit start, after each epoch, and at the end.
         resume_ignored: params that may differ from the checkpoint's (no effect on weights).
+
+    Under ``torchrun`` (:mod:`pipeline.training.distributed`) every process runs ``fit``:
+    each takes its share of every global batch and of the validation data, and rank 0 alone
+    checkpoints and runs the callbacks; the history is the same in every process.
     """
     device = resolve_device(settings.device)
     model.to(device)
@@ -159,7 +166,8 @@ def fit(
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir else None
     if ckpt_path is not None and ckpt_path.exists():
         _maybe_resume(state, ckpt_path, provenance, resume_ignored)
-    with _deterministic(device):
+    callbacks = callbacks if distributed.is_main() else ()
+    with _deterministic(device), _data_parallel(state):
         for callback in callbacks:
             callback.on_fit_start(state)
         epochs = range(state.epoch, settings.epochs)
@@ -168,13 +176,33 @@ def fit(
             state.history.append(record)
             log.info("epoch %d/%d %s", epoch + 1, settings.epochs, _format(record))
             last = epoch + 1 == settings.epochs
-            if ckpt_path is not None and ((epoch + 1) % settings.checkpoint_every == 0 or last):
+            due = (epoch + 1) % settings.checkpoint_every == 0 or last
+            if ckpt_path is not None and due and distributed.is_main():
                 save_checkpoint(ckpt_path, state, provenance)
             for callback in callbacks:
                 callback.on_epoch_end(state, record)
         for callback in callbacks:
             callback.on_fit_end(state)
     return state
+
+
+@contextlib.contextmanager
+def _data_parallel(state: FitState) -> Iterator[None]:
+    """Train through DDP (BatchNorm synchronised) when distributed; undo it afterwards."""
+    if distributed.world_size() == 1:
+        yield
+        return
+    from torch.nn.parallel import DistributedDataParallel
+
+    cuda = state.device.type == "cuda"
+    swapped = distributed.sync_batch_norms(state.model, cuda)
+    state.step_model = DistributedDataParallel(
+        state.model, device_ids=[state.device] if cuda else None)
+    try:
+        yield
+    finally:
+        state.step_model = None
+        distributed.restore_batch_norms(state.model, swapped)
 
 
 def _run_epoch(
@@ -192,7 +220,7 @@ def _run_epoch(
     record: dict[str, float] = {"epoch": float(state.epoch), "step": float(state.global_step)}
     record.update({f"train/{k}": v for k, v in train.items()})
     if val_data is not None:
-        val = evaluate(state.model, objective, val_data, settings)
+        val = _evaluate_shared(state.model, objective, val_data, settings)
         record.update({f"val/{k}": v for k, v in val.items()})
     record["time/train_s"] = train_s
     record["time/images_per_s"] = n / train_s if train_s > 0 else 0.0
@@ -203,21 +231,32 @@ def _run_epoch(
 def _train_epoch(
     state: FitState, objective: Objective, data: Dataset, settings: FitSettings, epoch: int
 ) -> tuple[dict[str, float], float, int]:
-    """Return the epoch's mean terms, seconds spent waiting for data, and examples seen."""
+    """Return the epoch's mean terms, seconds spent waiting for data, and examples seen.
+
+    Distributed: each process's loss is weighted by its share of the global batch (DDP
+    averages the gradients over processes), and the terms and counts are summed over all.
+    """
     state.model.train()
+    model = state.model if state.step_model is None else state.step_model
+    world = distributed.world_size()
+    if world > 1:  # each process its own stream, continued exactly by a resumed run
+        torch.manual_seed(epoch_seed(settings.seed, epoch) + distributed.rank() + 1)
     totals: dict[str, torch.Tensor] = {}
     n_total, wait_s = 0, 0.0
     batches = _timed(_loader(data, settings, state.device, epoch, shuffle=True))
     for batch, waited in batches:
         wait_s += waited
-        terms = objective(state.model, _to_device(batch, state.device))
+        n = _batch_size(batch)
+        terms = objective(model, _to_device(batch, state.device))
         state.optimizer.zero_grad(set_to_none=True)
-        terms["loss"].backward()
+        loss = terms["loss"] if world == 1 else terms["loss"] * _batch_share(n, state.device)
+        loss.backward()
         state.optimizer.step()
         state.global_step += 1
-        n = _batch_size(batch)
         n_total += n
         _accumulate(totals, terms, n)
+    if world > 1:
+        n_total = _summed(totals, n_total, state.device)
     if n_total == 0:
         raise ValueError("training data is empty")
     means = {k: v.item() / n_total for k, v in totals.items()}
@@ -226,7 +265,44 @@ def _train_epoch(
     return means, wait_s, n_total
 
 
-@torch.no_grad()
+def _batch_share(n: int, device: torch.device) -> float:
+    """Return ``n * world / global batch``: 1.0 unless the processes' shares are uneven."""
+    total = torch.tensor(n, device=device)
+    torch.distributed.all_reduce(total)
+    return n * distributed.world_size() / int(total)
+
+
+def _summed(totals: dict[str, torch.Tensor], n: int, device: torch.device) -> int:
+    """Sum ``totals`` (in place) and ``n`` over all processes; return the summed ``n``."""
+    names = sorted(totals)
+    packed = torch.stack([*(totals[k].to(device, torch.float64) for k in names),
+                          torch.tensor(float(n), dtype=torch.float64, device=device)])
+    torch.distributed.all_reduce(packed)
+    totals.update({k: packed[i] for i, k in enumerate(names)})
+    return int(packed[-1])
+
+
+def _evaluate_shared(
+    model: nn.Module, objective: Objective, data: Dataset, settings: FitSettings
+) -> dict[str, float]:
+    """Return :func:`evaluate` of ``data``; distributed, each process scores a share of it.
+
+    A map-style dataset is split (sample ``i`` to rank ``i % world``) and the sums are added
+    up over the processes; an iterable one is scored by rank 0 and its result sent to all.
+    """
+    world = distributed.world_size()
+    if world == 1:
+        return evaluate(model, objective, data, settings)
+    if isinstance(data, IterableDataset):
+        box = [evaluate(model, objective, data, settings) if distributed.is_main() else None]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
+    share = Subset(data, range(distributed.rank(), len(data), world))
+    totals, n = _evaluation_sums(model, objective, share, settings)
+    n = _summed(totals, n, next(model.parameters()).device)
+    return {k: v.item() / n for k, v in totals.items()} if n else {}
+
+
 def evaluate(
     model: nn.Module, objective: Objective, data: Dataset, settings: FitSettings
 ) -> dict[str, float]:
@@ -234,6 +310,15 @@ def evaluate(
 
     The order is fixed and the model is left in eval mode.
     """
+    totals, n_total = _evaluation_sums(model, objective, data, settings)
+    return {k: v.item() / n_total for k, v in totals.items()} if n_total else {}
+
+
+@torch.no_grad()
+def _evaluation_sums(
+    model: nn.Module, objective: Objective, data: Dataset, settings: FitSettings
+) -> tuple[dict[str, torch.Tensor], int]:
+    """Return ``objective``'s terms summed over ``data`` (weighted by batch size) and its size."""
     model.eval()
     device = next(model.parameters()).device
     totals: dict[str, torch.Tensor] = {}
@@ -242,7 +327,7 @@ def evaluate(
         n = _batch_size(batch)
         _accumulate(totals, objective(model, _to_device(batch, device)), n)
         n_total += n
-    return {k: v.item() / n_total for k, v in totals.items()} if n_total else {}
+    return totals, n_total
 
 
 def _loader(
@@ -252,6 +337,8 @@ def _loader(
     if iterable and hasattr(data, "set_epoch"):
         data.set_epoch(epoch)
     generator = torch.Generator().manual_seed(epoch_seed(settings.seed, epoch))
+    if distributed.world_size() > 1 and shuffle:
+        return _rank_loader(data, settings, device, generator)
     return DataLoader(
         data,
         batch_size=settings.batch_size,
@@ -261,6 +348,27 @@ def _loader(
         pin_memory=device.type == "cuda",
         persistent_workers=False,
     )
+
+
+def _rank_loader(data: Dataset, settings: FitSettings, device: torch.device,
+                 generator: torch.Generator) -> DataLoader:
+    """Return this process's training loader: its share of each global batch.
+
+    An iterable dataset must split itself by rank (as
+    :class:`~pipeline.loaders.ShardDataset` does with ``rank`` and ``world_size``); each
+    process then batches ``batch_size / world`` of its own samples.
+    """
+    world, rank = distributed.world_size(), distributed.rank()
+    common = {"num_workers": settings.num_workers, "pin_memory": device.type == "cuda",
+              "generator": generator}
+    if isinstance(data, IterableDataset):
+        if getattr(data, "world_size", 1) != world:
+            raise ValueError(f"{type(data).__name__} is not split over the {world} processes "
+                             "(give it rank and world_size)")
+        return DataLoader(data, batch_size=max(1, settings.batch_size // world), **common)
+    sampler = distributed.RankBatches(len(data), settings.batch_size, True, generator, rank,
+                                      world)
+    return DataLoader(data, batch_sampler=sampler, **common)
 
 
 def _timed(loader: DataLoader) -> Iterator[tuple[Any, float]]:

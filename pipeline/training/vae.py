@@ -41,6 +41,7 @@ from pipeline.models.emotion_code import code_string, emotion_codes
 from pipeline.models.registry import face_model_entry
 from pipeline.models.vae import MODEL_KIND, FaceVAE, VaeConfig, save_model, vae_loss
 from pipeline.runtime import hash_file
+from pipeline.training import distributed
 from pipeline.training.fit import RESUME_IGNORED, DvcLiveCallback, FitSettings, evaluate, fit
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,9 @@ def train_vae(
 ) -> dict[str, float]:
     """Return the final metrics after training, saving and gridding the face VAE.
 
-    The caller seeds the RNGs (model initialisation draws from torch's generator).
+    The caller seeds the RNGs (model initialisation draws from torch's generator). Under
+    torchrun, every process trains and only rank 0 writes the outputs (the others return
+    ``{}``).
     """
     if face_model_entry(params.model).kind != MODEL_KIND:
         raise ValueError(f"train_vae.model: {params.model!r} is not trained by this stage "
@@ -143,8 +146,10 @@ def train_vae(
         model, objective, train, val, settings,
         params=to_dict(params), checkpoint_dir=checkpoint_dir,
         identity={"data": fingerprint, "model": config.to_dict()}, callbacks=[live],
-        resume_ignored=(*RESUME_IGNORED, "threads", "grid_faces"),
+        resume_ignored=(*RESUME_IGNORED, "threads", "grid_faces", "processes"),
     )
+    if not distributed.is_main():
+        return {}  # rank 0 writes the outputs
     metrics = final_metrics(model, objective, val, train, settings, emotions)
     live.finish({f"final/{k}": v for k, v in metrics.items()})
     save_model(out_dir / MODEL_FILE, model, {
@@ -185,7 +190,8 @@ def _why_unconditional(emotions: Sequence[str]) -> str:
 def _split(params: TrainVaeParams, dataset_dir: str | Path, split: str) -> Dataset:
     if params.in_memory:
         return load_split(dataset_dir, split)
-    return ShardDataset(dataset_dir, split, shuffle=True, seed=params.seed)
+    return ShardDataset(dataset_dir, split, shuffle=True, seed=params.seed,
+                        rank=distributed.rank(), world_size=distributed.world_size())
 
 
 def dataset_fingerprint(dataset_dir: str | Path) -> str:

@@ -87,6 +87,7 @@ from pipeline.models.registry import (
 )
 from pipeline.models.voice_to_face import VoiceToFace
 from pipeline.runtime import sha256_file
+from pipeline.training import distributed
 from pipeline.training.fit import (
     RESUME_IGNORED,
     Callback,
@@ -266,7 +267,9 @@ class VoiceObjective:
 
     def __call__(self, model: nn.Module, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """Return ``{"loss", "feature_mse"}``: see :func:`voice_loss`."""
-        predicted = model.voice_target(batch["audio"], batch.get("embedding"))
+        # Through forward, which DDP wraps (its gradient hooks): the model's one input.
+        reads_embedding = getattr(model, "module", model).uses_embedding
+        predicted = model(batch["embedding"] if reads_embedding else batch["audio"])
         return voice_loss(predicted, batch["target"], self.scale)
 
 
@@ -453,7 +456,9 @@ def train_voice(
 
     ``model_name``: a name in ``VOICE_MODELS`` (default: the first of ``params.models``);
     ``embeddings_dir``: the embed stage's output, for a model that reads the embedding.
-    The caller seeds the RNGs (model initialisation draws from torch's generator).
+    The caller seeds the RNGs (model initialisation draws from torch's generator). Under
+    torchrun, every process trains and only rank 0 writes the outputs (the others return
+    ``{}``).
     """
     name = model_name or params.models[0]
     meta = read_meta(dataset_dir)
@@ -484,9 +489,12 @@ def train_voice(
         val_mse = float(voice_loss(predicted, scaler.transform(val_targets), scaler.scale)["loss"])
         live.start([{"epoch": 1.0, "step": 0.0, "val/loss": val_mse}])
     else:
-        state, epoch = _fit_voice_model(model, entry, params, trained, identity, scaler,
-                                        (train, train_targets), (val, val_targets),
-                                        checkpoint_dir, live)
+        fitted = _fit_voice_model(model, entry, params, trained, identity, scaler,
+                                  (train, train_targets), (val, val_targets), checkpoint_dir,
+                                  live)
+        if fitted is None:  # not rank 0: the outputs are rank 0's
+            return {}
+        state, epoch = fitted
         val_mse = state.history[epoch - 1]["val/loss"]
     model = fold_output_affine(model.cpu(), scaler)
     pair = VoiceToFace(face, model.eval())
@@ -522,8 +530,11 @@ def _fit_voice_model(
     val: tuple[VoiceData, torch.Tensor],
     checkpoint_dir: str | Path,
     live: DvcLiveCallback,
-) -> tuple[FitState, int]:
-    """Return the fit state and the epoch kept, after training ``model`` with the shared loop."""
+) -> tuple[FitState, int] | None:
+    """Return the fit state and the epoch kept, after training ``model`` with the shared loop.
+
+    None in a DDP process other than rank 0 (it trained; rank 0 keeps the result).
+    """
     own = entry.fit_params(params)
     settings = dataclasses.replace(FitSettings.from_params(params), epochs=own.epochs,
                                    batch_size=own.batch_size, lr=own.lr)
@@ -537,8 +548,10 @@ def _fit_voice_model(
                      embedding=val_data.embeddings),
         settings, params=trained, checkpoint_dir=checkpoint_dir, identity=identity,
         callbacks=[live, best], resume_ignored=(*RESUME_IGNORED, "threads", "grid_clips",
-                                                "collapse_warning", "select_best"),
+                                                "collapse_warning", "select_best", "processes"),
     )
+    if not distributed.is_main():
+        return None
     epoch = state.epoch
     if params.select_best:
         epoch = best.restore(model)

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from pipeline.audio.prepare import fit_length, pcm_to_float, prepare_audio, prepare_waveform
-from pipeline.config import AudioParams, to_dict
+from pipeline.config import AudioParams, ClusterParams, to_dict
 from pipeline.runtime import QuarantineError
 from pipeline.schemas import AUDIO
 from tests.conftest import REPO
@@ -25,6 +25,8 @@ LAYOUT = [
     ("speech", 0.5), ("pause", 0.95), ("speech", 0.6), ("pause", 2.0), ("speech", 0.9),
     ("pause", 1.05), ("speech", 0.4), ("pause", 1.1),
 ]
+
+LOCAL = to_dict(ClusterParams())  # the stage CLIs read the cluster section too
 
 
 def _expected_removed(pauses):
@@ -185,7 +187,7 @@ def test_stage_cli_writes_sorted_shards_identical_for_any_worker_count(tmp_path,
     for workers in (1, 2):
         params_path = tmp_path / f"params{workers}.yaml"
         params = to_dict(dataclasses.replace(PARAMS, workers=workers))
-        params_path.write_text(yaml.safe_dump({"audio": params}))
+        params_path.write_text(yaml.safe_dump({"audio": params, "cluster": LOCAL}))
         _run_stage(params_path, catalogue, tmp_path / f"out{workers}")
         outputs[workers] = tmp_path / f"out{workers}"
 
@@ -238,7 +240,7 @@ def test_stage_cli_fails_when_no_clip_is_kept_after_writing_the_report(tmp_path,
         {"clip_id": "a_silent", "audio_path": "silent.wav"}, {"clip_id": "b_none"}])
     params_path = tmp_path / "params.yaml"
     params_path.write_text(yaml.safe_dump(
-        {"audio": to_dict(dataclasses.replace(PARAMS, workers=workers))}))
+        {"audio": to_dict(dataclasses.replace(PARAMS, workers=workers)), "cluster": LOCAL}))
     out = tmp_path / "out"
     done = subprocess.run(
         [sys.executable, "-m", "stages.audio", "--params", str(params_path),

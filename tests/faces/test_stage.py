@@ -14,7 +14,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from pipeline.config import DemoCorpusParams, FacesParams, to_dict
+from pipeline.config import ClusterParams, DemoCorpusParams, FacesParams, to_dict
 from pipeline.dlib_models import load_model
 from pipeline.download.demo.corpus import write_corpus
 from pipeline.faces.crop import crop_face
@@ -38,6 +38,7 @@ from pipeline.faces.video import read_gray_frame
 from tests.conftest import REPO, shared_dataset
 from tests.factories import make_catalogue
 
+LOCAL = to_dict(ClusterParams())  # the stage CLIs read the cluster section too
 MEAD_EMOTIONS = {"angry": "ANG", "disgusted": "DIS", "fear": "FEA", "happy": "HAP",
                  "neutral": "NEU", "sad": "SAD"}  # contempt, surprised: no CREMA-D code
 
@@ -406,7 +407,8 @@ def test_output_is_identical_whatever_the_worker_count(tmp_path, grid_dir, mead_
     run_faces(catalogue, tmp_path / "one", params)
     # The CLI, as DVC runs it, with two workers.
     params_file = tmp_path / "params.yaml"
-    params_file.write_text(yaml.safe_dump({"faces": to_dict(replace(params, workers=2))}))
+    params_file.write_text(yaml.safe_dump({"faces": to_dict(replace(params, workers=2)),
+                                         "cluster": LOCAL}))
     subprocess.run([sys.executable, "-m", "stages.faces", "--params", str(params_file),
                     "--catalogue", str(catalogue), "--out", str(tmp_path / "two")],
                    check=True, cwd=REPO)
@@ -429,7 +431,8 @@ def test_stage_cli_fails_when_no_clip_yields_a_face_after_writing_the_report(tmp
             "bad_audio_only": {"clip_id": "bad_audio_only", "video_path": None}}
     catalogue = make_catalogue(tmp_path, [rows[clip] for clip in clips])
     params_file = tmp_path / "params.yaml"
-    params_file.write_text(yaml.safe_dump({"faces": to_dict(FacesParams(workers=2))}))
+    params_file.write_text(yaml.safe_dump({"faces": to_dict(FacesParams(workers=2)),
+                                         "cluster": LOCAL}))
     out = tmp_path / "out"
     done = subprocess.run([sys.executable, "-m", "stages.faces", "--params", str(params_file),
                            "--catalogue", str(catalogue), "--out", str(out)],
@@ -447,7 +450,8 @@ def test_a_killed_run_leaves_a_temporary_that_the_next_run_removes(tmp_path, gri
     rows = [{"clip_id": p.stem, "video_path": str(p)} for p in sorted(grid_dir.glob("*.mpg"))[:5]]
     catalogue = make_catalogue(tmp_path / "download", rows)
     params_file = tmp_path / "params.yaml"
-    params_file.write_text(yaml.safe_dump({"faces": to_dict(FacesParams(workers=1))}))
+    params_file.write_text(yaml.safe_dump({"faces": to_dict(FacesParams(workers=1)),
+                                         "cluster": LOCAL}))
     command = [sys.executable, "-m", "stages.faces", "--params", str(params_file),
                "--catalogue", str(catalogue), "--out", str(tmp_path / "faces")]
     run = subprocess.Popen(command, cwd=REPO, stderr=subprocess.DEVNULL)

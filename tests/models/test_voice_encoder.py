@@ -237,3 +237,40 @@ def test_loss_decreases_on_a_fixed_batch(deterministic_rng):
         if losses[-1] < 0.5 * losses[0]:
             break
     assert losses[-1] < 0.5 * losses[0], losses
+
+
+def plain_filterbank(filterbank: nn.Sequential) -> nn.Sequential:
+    """Return the same layers as a plain NCHW ``nn.Sequential`` with SELU out of place."""
+    return nn.Sequential(*(nn.SELU() if isinstance(m, nn.SELU) else m for m in filterbank))
+
+
+def step_outputs(model: VoiceEncoder, wave: torch.Tensor) -> list[torch.Tensor]:
+    """Return the output and every parameter's gradient of one MSE step on ``wave``."""
+    model.zero_grad()
+    out = model(wave)
+    torch.nn.functional.mse_loss(out, torch.ones_like(out)).backward()
+    return [out.detach(), *(p.grad.clone() for p in model.filterbank.parameters())]
+
+
+def test_channels_last_filterbank_is_the_plain_stack_within_float_rounding(deterministic_rng):
+    # The fast filterbank (channels-last, SELU in place) against the same weights run as a
+    # plain NCHW stack: outputs and filterbank gradients. The yardstick is float64: the fast
+    # path may be no further from it than the plain path's own float32 rounding allows.
+    model = VoiceEncoder()
+    wave = torch.randn(4, CLIP_SAMPLES)
+    fast = step_outputs(model, wave)
+    model.filterbank = plain_filterbank(model.filterbank)
+    plain = step_outputs(model, wave)
+    exact = step_outputs(model.double(), wave.double())
+    assert fast[0].is_contiguous() and model.filterbank[0].weight.shape == (2, 1, 5, 1)
+    for f, p, e in zip(fast, plain, exact, strict=True):
+        scale = e.abs().max().item()
+        plain_error = (p.double() - e).abs().max().item() / scale
+        fast_error = (f.double() - e).abs().max().item() / scale
+        assert fast_error < max(10 * plain_error, 1e-5), (fast_error, plain_error)
+
+
+def test_filterbank_state_dict_keys_are_unchanged():
+    # Model files written before the channels-last filterbank load as they are.
+    keys = [k for k in VoiceEncoder().state_dict() if k.startswith("filterbank.")]
+    assert keys == [f"filterbank.{i}.{p}" for i in (0, 2, 4, 6, 8, 11) for p in ("weight", "bias")]
