@@ -177,7 +177,8 @@ def select_clip(job: ClipJob, reference: Reference, n_faces: int,
     """
     with open(job.track_file, "rb") as spill:
         track: FaceTrack = pickle.load(spill)  # written by track_clip in this run
-    Path(job.track_file).unlink()
+    # Kept until the stage ends (rmtree of the spill folder): a retried task (a Ray worker
+    # killed mid-clip) reads it again; pass 1 already had every track on disk at once.
     coarse, boxes, unrefined = track.landmarks, track.boxes, track.unrefined
     seek = (track.pts, track.seek_pos)
     # Coarse scores are smoothed over >= 3 landmarked frames, as noise-robust as dense ones.
