@@ -421,6 +421,134 @@ class EvaluateParams:
             _check_range(k, "evaluate.recall_ks", 1, 1_000_000)
 
 
+@dataclass(frozen=True)
+class LipsParams:
+    """The ``lips`` stage: per-frame mouth crops and mel-cepstra of one speaker (001 4.1).
+
+    Face detection and tracking use the ``faces`` section's detector settings, with
+    landmarks on every frame.
+    """
+
+    speaker: str = "auto"
+    """Whose clips: a speaker id, ``auto`` (the speaker with the most clips, lowest id on
+    ties) or ``all`` (every clip, pooled: not 001's speaker-dependent setting)."""
+    test_fraction: float = 0.25
+    """Share of the utterances (clips) held out for testing (at least one)."""
+    seed: int = 0
+    """Seed of the utterance split."""
+    crop_px: int = 55
+    """Side of the square grayscale mouth crop (001: 55)."""
+    mouth_span: float = 1.0
+    """Side of the crop in inter-ocular distances (eye centre to eye centre)."""
+    geometry_smoothing: int = 5
+    """Frames the crop's centre, side and angle are averaged over (1 = per frame)."""
+    min_landmark_yield: float = 0.8
+    """Clips with landmarks on fewer than this share of their frames are quarantined."""
+    dct_block: int = 24
+    """Keep the top-left N x N (lowest-frequency) DCT coefficients (0 = all)."""
+    pca_variance: float = 0.95
+    """Keep the fewest principal components explaining this share of the block's variance."""
+    sample_rate: int = 12000
+    """Speech sample rate in Hz (001: 48 kHz downsampled to 12 kHz)."""
+    mcep_order: int = 31
+    """Mel-cepstrum order M: M + 1 coefficients (001: 32 dimensions)."""
+    mcep_alpha: float = 0.37
+    """All-pass constant of the mel warping (0.37 fits the mel scale at 12 kHz; SPTK's
+    manual: 0.31 at 8 kHz, 0.35 at 10 kHz, 0.42 at 16 kHz)."""
+    window_s: float = 0.05
+    """Analysis window (Blackman) centred on each video frame's middle, in seconds."""
+    dither_db: float = -60.0
+    """RMS of the white noise (dBFS, seeded per clip) added before analysis: digital
+    silence would make all silent frames' mel-cepstra one point (a degenerate density)."""
+    floor_db: float = -100.0
+    """Floor of the normalised power spectrum in dB (a guard: the dither stays above it)."""
+    max_length_mismatch_s: float = 0.2
+    """Clips whose audio and video durations differ by more than this are quarantined."""
+    workers: int = 0
+    """Parallel worker processes (0 = number of cores)."""
+    shard_mb: int = 128
+    """Target size of an output Parquet shard in MB."""
+
+    def __post_init__(self) -> None:
+        _check(bool(self.speaker), "lips.speaker", "must be a speaker id, auto or all")
+        _check_range(self.test_fraction, "lips.test_fraction", 0.0, 0.9)
+        _check_range(self.crop_px, "lips.crop_px", 8, 512)
+        _check_range(self.mouth_span, "lips.mouth_span", 0.2, 5.0)
+        _check_range(self.geometry_smoothing, "lips.geometry_smoothing", 1, 61)
+        _check_range(self.min_landmark_yield, "lips.min_landmark_yield", 0.0, 1.0)
+        _check_range(self.dct_block, "lips.dct_block", 0, self.crop_px)
+        _check(0.0 < self.pca_variance < 1.0, "lips.pca_variance",
+               f"must be in (0, 1), got {self.pca_variance!r}")
+        _check_range(self.sample_rate, "lips.sample_rate", 4000, 96000)
+        _check_range(self.mcep_order, "lips.mcep_order", 1, 255)
+        _check(0.0 <= self.mcep_alpha < 1.0, "lips.mcep_alpha",
+               f"must be in [0, 1), got {self.mcep_alpha!r}")
+        _check_range(self.window_s, "lips.window_s", 0.005, 0.5)
+        _check_range(self.dither_db, "lips.dither_db", -200.0, 0.0)
+        _check_range(self.floor_db, "lips.floor_db", -200.0, 0.0)
+        _check_range(self.max_length_mismatch_s, "lips.max_length_mismatch_s", 0.0, 60.0)
+        _check_range(self.workers, "lips.workers", 0, 256)
+        _check_range(self.shard_mb, "lips.shard_mb", 1, 4096)
+
+
+@dataclass(frozen=True)
+class TrainGgdrmParams:
+    """The ``train_ggdrm`` stage: the GGDRM of 001 section 3, its baselines and evaluation."""
+
+    seed: int = 0
+    """Seed of initialisation, data order and sampling."""
+    hidden: tuple[int, ...] = (100, 100)
+    """Binary hidden layers between the image and the speech layer (001: 2 x 100)."""
+    batch_size: int = 32
+    """Frames per update (pre-training, fine-tuning and the DNNs)."""
+    pretrain_epochs: int = 30
+    """Epochs of each layer's RBM pre-training (CD-1)."""
+    pretrain_lr: float = 1e-3
+    """Adam learning rate of pre-training."""
+    finetune_epochs: int = 60
+    """Epochs of maximum-likelihood fine-tuning of the whole model (PCD)."""
+    finetune_lr: float = 3e-4
+    """Adam learning rate of fine-tuning."""
+    chains: int = 100
+    """Persistent Gibbs chains of fine-tuning's negative phase."""
+    gibbs_steps: int = 1
+    """Gibbs sweeps of the persistent chains per update."""
+    mean_field_steps: int = 10
+    """Mean-field sweeps for the hidden posterior in training."""
+    inference_steps: int = 30
+    """Mean-field sweeps when one visible layer is clamped to predict the other."""
+    dnn_epochs: int = 100
+    """Epochs of each feed-forward baseline (random initialisation, backprop)."""
+    dnn_lr: float = 1e-3
+    """Adam learning rate of the feed-forward baselines."""
+    ridge_alpha: float = 1.0
+    """L2 penalty of the linear (ridge) baseline, on standardised features."""
+    figure_frames: int = 8
+    """Consecutive test frames shown in the lips figure (001 Fig. 1)."""
+    device: str = "cpu"
+    """``auto`` (CUDA when present), ``cpu`` or ``cuda``."""
+    threads: int = 0
+    """torch CPU threads (0 = all cores)."""
+
+    def __post_init__(self) -> None:
+        _check(len(self.hidden) > 0, "train_ggdrm.hidden", "must not be empty")
+        for i, width in enumerate(self.hidden):
+            _check_range(width, f"train_ggdrm.hidden[{i}]", 1, 65_536)
+        _check_range(self.batch_size, "train_ggdrm.batch_size", 1, 65_536)
+        for key in ("pretrain_epochs", "finetune_epochs", "dnn_epochs"):
+            _check_range(getattr(self, key), f"train_ggdrm.{key}", 0, 100_000)
+        for key in ("pretrain_lr", "finetune_lr", "dnn_lr"):
+            _check_range(getattr(self, key), f"train_ggdrm.{key}", 1e-8, 1.0)
+        _check_range(self.chains, "train_ggdrm.chains", 1, 100_000)
+        _check_range(self.gibbs_steps, "train_ggdrm.gibbs_steps", 1, 1000)
+        _check_range(self.mean_field_steps, "train_ggdrm.mean_field_steps", 1, 1000)
+        _check_range(self.inference_steps, "train_ggdrm.inference_steps", 1, 1000)
+        _check_range(self.ridge_alpha, "train_ggdrm.ridge_alpha", 0.0, 1e6)
+        _check_range(self.figure_frames, "train_ggdrm.figure_frames", 1, 64)
+        _check(self.device in ("auto", "cpu", "cuda"), "train_ggdrm.device", "auto, cpu or cuda")
+        _check_range(self.threads, "train_ggdrm.threads", 0, 256)
+
+
 SECTIONS: dict[str, type] = {
     "download": DownloadParams,
     "faces": FacesParams,
@@ -429,6 +557,8 @@ SECTIONS: dict[str, type] = {
     "train_vae": TrainVaeParams,
     "train_voice": TrainVoiceParams,
     "evaluate": EvaluateParams,
+    "lips": LipsParams,
+    "train_ggdrm": TrainGgdrmParams,
 }
 
 
