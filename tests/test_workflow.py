@@ -39,7 +39,8 @@ def reference(tmp_path_factory):
     project = make_project(tmp_path_factory.mktemp("reference") / "project", TINY_PARAMS)
     run = repro_timed(project)
     assert stages_run(run.output) == {
-        "download", "faces", "audio", "dataset", "train_vae", "train_voice", "evaluate"}
+        "download", "faces", "audio", "dataset", "train_vae", "train_voice", "evaluate",
+        "lips", "train_ggdrm"}
     git(project, "add", "-A")
     git(project, "commit", "-q", "-m", "tiny run")
     return project, run

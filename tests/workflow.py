@@ -33,6 +33,9 @@ TINY_PARAMS: dict[str, Any] = {
     "train_voice.checkpoint_every": 1,
     "evaluate.clustering_runs": 3,
     "evaluate.face_embedding": False,
+    "train_ggdrm.pretrain_epochs": 2,
+    "train_ggdrm.finetune_epochs": 2,
+    "train_ggdrm.dnn_epochs": 2,
 }
 
 RUNNING = re.compile(r"Running stage '([\w-]+)'")

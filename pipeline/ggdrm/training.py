@@ -252,13 +252,3 @@ def train_dnn(inputs: torch.Tensor, targets: torch.Tensor, params: TrainGgdrmPar
 def fit_ridge(inputs: torch.Tensor, targets: torch.Tensor, alpha: float) -> Ridge:
     """Return the linear baseline: ridge regression between standardised features."""
     return Ridge(alpha=alpha).fit(inputs.numpy(), targets.numpy())
-
-
-def predictor_summary(model: Any) -> str:
-    """Return a one-line description of a trained predictor for the report."""
-    if isinstance(model, GGDRM):
-        return f"GGDRM {model.sizes}"
-    if isinstance(model, nn.Sequential):
-        widths = [m.out_features for m in model if isinstance(m, nn.Linear)]
-        return f"DNN {[model[0].in_features, *widths]}"
-    return type(model).__name__

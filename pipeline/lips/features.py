@@ -34,7 +34,8 @@ class ImageCoder:
     crop_px: int
     dct_block: int
     mean: np.ndarray
-    """``(dct_block**2,)`` mean of the training crops' kept DCT coefficients."""
+    """``(S, S)`` mean of the training crops' DCT coefficients (all of them: decoding puts
+    the mean crop's fine detail back, outside the block too)."""
     components: np.ndarray
     """``(k, dct_block**2)`` orthonormal principal axes, largest variance first."""
     explained_variance: np.ndarray
@@ -70,7 +71,7 @@ class ImageCoder:
         pca = PCA(n_components=pca_variance, svd_solver="full").fit(kept)
         block_variance = kept.var(axis=0).sum()
         return cls(
-            crop_px=size, dct_block=block, mean=pca.mean_, components=pca.components_,
+            crop_px=size, dct_block=block, mean=full.mean(axis=0), components=pca.components_,
             explained_variance=pca.explained_variance_,
             block_share=float(block_variance / total_variance) if total_variance > 0 else 1.0,
             pca_share=float(pca.explained_variance_ratio_.sum()),
@@ -78,22 +79,23 @@ class ImageCoder:
 
     def encode(self, crops: np.ndarray) -> np.ndarray:
         """Return the ``(n, k)`` float32 features of ``(n, S, S)`` uint8 crops."""
-        kept = _dct(crops)[:, :self.dct_block, :self.dct_block].reshape(len(crops), -1)
-        return ((kept - self.mean) @ self.components.T).astype(np.float32)
+        block = self.dct_block
+        kept = (_dct(crops) - self.mean)[:, :block, :block].reshape(len(crops), -1)
+        return (kept @ self.components.T).astype(np.float32)
 
     def decode(self, features: np.ndarray, clip: bool = True) -> np.ndarray:
         """Return ``(n, S, S)`` float64 crops (clipped to [0, 1]) from ``(n, k)`` features."""
-        kept = np.asarray(features, np.float64) @ self.components + self.mean
-        full = np.zeros((len(kept), self.crop_px, self.crop_px))
-        full[:, :self.dct_block, :self.dct_block] = kept.reshape(-1, self.dct_block,
-                                                                 self.dct_block)
+        kept = np.asarray(features, np.float64) @ self.components
+        full = np.repeat(self.mean[None], len(kept), axis=0)
+        full[:, :self.dct_block, :self.dct_block] += kept.reshape(-1, self.dct_block,
+                                                                  self.dct_block)
         crops = idctn(full, axes=(1, 2), norm="ortho")
         return np.clip(crops, 0.0, 1.0) if clip else crops
 
     def save(self, path: str | Path) -> None:
-        """Write the coder as a small Parquet table (row 0: the mean, then the axes)."""
+        """Write the coder as a small Parquet table (row 0: the mean DCT, then the axes)."""
         table = pa.table({
-            "vector": pa.array([self.mean.tolist(), *self.components.tolist()],
+            "vector": pa.array([self.mean.reshape(-1).tolist(), *self.components.tolist()],
                                pa.list_(pa.float64())),
             "variance": pa.array([np.nan, *self.explained_variance.tolist()], pa.float64()),
         })
@@ -107,10 +109,12 @@ class ImageCoder:
         """Return the coder written by :meth:`save`."""
         table = pq.read_table(path)
         meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
-        vectors = np.array(table.column("vector").to_pylist(), dtype=np.float64)
+        vectors = table.column("vector").to_pylist()
+        size = int(meta["crop_px"])
         return cls(
-            crop_px=int(meta["crop_px"]), dct_block=int(meta["dct_block"]), mean=vectors[0],
-            components=vectors[1:],
+            crop_px=size, dct_block=int(meta["dct_block"]),
+            mean=np.array(vectors[0], np.float64).reshape(size, size),
+            components=np.array(vectors[1:], np.float64).reshape(-1, int(meta["dct_block"]) ** 2),
             explained_variance=table.column("variance").to_numpy()[1:].astype(np.float64),
             block_share=float(meta["block_share"]), pca_share=float(meta["pca_share"]),
         )

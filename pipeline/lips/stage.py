@@ -22,9 +22,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import multiprocessing
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -33,12 +32,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from tqdm import tqdm
 
 from pipeline.audio.prepare import decode_audio
 from pipeline.audio.stage import media_path
 from pipeline.config import FacesParams, LipsParams, to_dict
 from pipeline.faces.landmarks import FaceTrack, fill_landmarks, track_face
+from pipeline.faces.stage import _parallel_map
 from pipeline.faces.video import iter_gray_frames, probe
 from pipeline.images import image_grid, save_png
 from pipeline.lips.crop import crop_mouth, mouth_geometry
@@ -181,16 +180,6 @@ def _extract_task(job: LipsJob, params: LipsParams, faces: FacesParams) -> ClipF
         return Rejection(job.clip_id, error.reason, error.detail, error.source or job.video)
 
 
-def _parallel_map(function: Callable, items: Sequence, workers: int) -> Iterator:
-    """Yield ``function(item)`` in input order, from a process pool when ``workers > 1``."""
-    progress = partial(tqdm, total=len(items), desc="lips", unit="clip")
-    if workers <= 1 or len(items) <= 1:
-        yield from progress(map(function, items))
-        return
-    with multiprocessing.get_context("fork").Pool(min(workers, len(items))) as pool:
-        yield from progress(pool.imap(function, items, chunksize=1))
-
-
 def chosen_speakers(rows: list[dict[str, Any]], speaker: str) -> set[str]:
     """Return the speaker ids whose clips the stage reads, for ``lips.speaker``.
 
@@ -259,7 +248,8 @@ def run_lips(catalogue: str | Path, out_dir: str | Path, params: LipsParams,
     report.count("clips", len(jobs) + report.n_rejected)
     extract = partial(_extract_task, params=params, faces=detection_params(faces))
     clips = []
-    for result in _parallel_map(extract, jobs, default_workers(params.workers)):
+    workers = min(default_workers(params.workers), max(1, len(jobs)))
+    for result in _parallel_map(extract, jobs, len(jobs), workers, "lips"):
         if isinstance(result, Rejection):
             report.reject(result.item, result.reason, result.detail, result.source)
             continue
