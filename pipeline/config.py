@@ -497,18 +497,19 @@ class TrainGgdrmParams:
 
     seed: int = 0
     """Seed of initialisation, data order and sampling."""
-    hidden: tuple[int, ...] = (100, 100)
-    """Binary hidden layers between the image and the speech layer (001: 2 x 100)."""
+    hidden: tuple[int, ...] = (400,)
+    """Binary hidden layers between the image and the speech layer, image side first
+    (001: 2 x 100)."""
     batch_size: int = 32
     """Frames per update (pre-training, fine-tuning and the DNNs)."""
-    pretrain_epochs: int = 30
-    """Epochs of each layer's RBM pre-training (CD-1)."""
+    pretrain_epochs: int = 20
+    """Epochs of CD-1 pre-training per layer pair (one hidden layer: of the whole model)."""
     pretrain_lr: float = 1e-3
     """Adam learning rate of pre-training."""
-    finetune_epochs: int = 60
+    finetune_epochs: int = 200
     """Epochs of maximum-likelihood fine-tuning of the whole model (PCD)."""
-    finetune_lr: float = 3e-4
-    """Adam learning rate of fine-tuning."""
+    finetune_lr: float = 1e-3
+    """Adam learning rate of fine-tuning (decayed linearly to 0 over the epochs)."""
     chains: int = 100
     """Persistent Gibbs chains of fine-tuning's negative phase."""
     gibbs_steps: int = 1
@@ -527,8 +528,8 @@ class TrainGgdrmParams:
     """Consecutive test frames shown in the lips figure (001 Fig. 1)."""
     device: str = "cpu"
     """``auto`` (CUDA when present), ``cpu`` or ``cuda``."""
-    threads: int = 0
-    """torch CPU threads (0 = all cores)."""
+    threads: int = 1
+    """torch CPU threads (0 = all cores; tiny matrices: more threads only synchronise)."""
 
     def __post_init__(self) -> None:
         _check(len(self.hidden) > 0, "train_ggdrm.hidden", "must not be empty")

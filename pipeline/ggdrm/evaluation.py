@@ -131,7 +131,7 @@ def spectrogram_figure(held_out: HeldOut, predictions: Mapping[str, np.ndarray],
                                                            SPECTROGRAM_BINS)
     top_db = float(real_db.max())
     tiles = [spectrogram(mcep, alpha, top_db) for mcep in panels.values()]
-    return image_grid(tiles, ncols=1, labels=list(panels), scale=scale)
+    return image_grid(tiles, ncols=len(tiles), labels=list(panels), scale=scale)
 
 
 def results_table(rows: Mapping[str, Mapping[str, float]], columns: Sequence[str]) -> str:
