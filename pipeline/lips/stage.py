@@ -163,6 +163,9 @@ def extract_clip(job: LipsJob, params: LipsParams, faces: FacesParams) -> ClipFr
              for i, frame in enumerate(iter_gray_frames(job.video, track.n_frames))
              if measured[i]]
     index = np.flatnonzero(measured).astype(np.int32)
+    if len(crops) != len(index):
+        raise QuarantineError("decode_error", f"a second decode gave {len(crops)} of the "
+                              f"{len(index)} landmarked frames", job.video)
     return ClipFrames(
         clip_id=job.clip_id, speaker_id=job.speaker_id, frame_index=index,
         time_s=((index + 0.5) / fps).astype(np.float32),
