@@ -494,6 +494,108 @@ class EvaluateParams:
     """Test clips (one per speaker) shown in the emotion grid, each with every emotion code."""
 
 
+@dataclass(frozen=True, config=CONFIG)
+class LipsParams:
+    """The ``lips`` stage: per-frame mouth crops and mel-cepstra of one speaker (001 4.1).
+
+    Face detection and tracking use the ``faces`` section's detector settings, with
+    landmarks on every frame.
+    """
+
+    speaker: Annotated[str, Field(min_length=1)] = "auto"
+    """Whose clips: a speaker id, ``auto`` (the speaker with the most clips, lowest id on
+    ties) or ``all`` (every clip, pooled: not 001's speaker-dependent setting)."""
+    test_fraction: Annotated[float, Field(ge=0.0, le=0.9)] = 0.25
+    """Share of the utterances (clips) held out for testing (at least one)."""
+    seed: Seed = 0
+    """Seed of the utterance split."""
+    crop_px: Annotated[int, Field(ge=8, le=512)] = 55
+    """Side of the square grayscale mouth crop (001: 55)."""
+    mouth_span: Annotated[float, Field(ge=0.2, le=5.0)] = 1.0
+    """Side of the crop in inter-ocular distances (eye centre to eye centre)."""
+    geometry_smoothing: Annotated[int, Field(ge=1, le=61)] = 5
+    """Frames the crop's centre, side and angle are averaged over (1 = per frame)."""
+    min_landmark_yield: Fraction = 0.8
+    """Clips with landmarks on fewer than this share of their frames are quarantined."""
+    dct_block: Annotated[int, Field(ge=0, le=512)] = 24
+    """Keep the top-left N x N (lowest-frequency) DCT coefficients (0 = all)."""
+    @field_validator("dct_block")
+    @classmethod
+    def _block_in_crop(cls, block: int, info: ValidationInfo) -> int:
+        crop = info.data.get("crop_px")
+        if crop is not None and block > crop:
+            raise ValueError(f"must be at most lips.crop_px ({crop}), got {block}")
+        return block
+
+    pca_variance: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.95
+    """Keep the fewest principal components explaining this share of the block's variance."""
+    sample_rate: Annotated[int, Field(ge=4000, le=96000)] = 12000
+    """Speech sample rate in Hz (001: 48 kHz downsampled to 12 kHz)."""
+    mcep_order: Annotated[int, Field(ge=1, le=255)] = 31
+    """Mel-cepstrum order M: M + 1 coefficients (001: 32 dimensions)."""
+    mcep_alpha: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.37
+    """All-pass constant of the mel warping (0.37 fits the mel scale at 12 kHz; SPTK's
+    manual: 0.31 at 8 kHz, 0.35 at 10 kHz, 0.42 at 16 kHz)."""
+    window_s: Annotated[float, Field(ge=0.005, le=0.5)] = 0.05
+    """Analysis window (Blackman) centred on each video frame's middle, in seconds."""
+    dither_db: Annotated[float, Field(ge=-200.0, le=0.0)] = -60.0
+    """RMS of the white noise (dBFS, seeded per clip) added before analysis: digital
+    silence would make all silent frames' mel-cepstra one point (a degenerate density)."""
+    floor_db: Annotated[float, Field(ge=-200.0, le=0.0)] = -100.0
+    """Floor of the normalised power spectrum in dB (a guard: the dither stays above it)."""
+    max_length_mismatch_s: Annotated[float, Field(ge=0.0, le=60.0)] = 0.2
+    """Clips whose audio and video durations differ by more than this are quarantined."""
+    workers: Workers = 0
+    """Parallel worker processes (0 = number of cores)."""
+    shard_mb: ShardMb = 128
+    """Target size of an output Parquet shard in MB."""
+
+
+
+@dataclass(frozen=True, config=CONFIG)
+class TrainGgdrmParams:
+    """The ``train_ggdrm`` stage: the GGDRM of 001 section 3, its baselines and evaluation."""
+
+    seed: Seed = 0
+    """Seed of initialisation, data order and sampling."""
+    hidden: Annotated[
+        tuple[Annotated[int, Field(ge=1, le=65_536)], ...], Field(min_length=1)
+    ] = (400,)
+    """Binary hidden layers between the image and the speech layer, image side first
+    (001: 2 x 100)."""
+    batch_size: Annotated[int, Field(ge=1, le=65_536)] = 32
+    """Frames per update (pre-training, fine-tuning and the DNNs)."""
+    pretrain_epochs: Annotated[int, Field(ge=0, le=100_000)] = 20
+    """Epochs of CD-1 pre-training per layer pair (one hidden layer: of the whole model)."""
+    pretrain_lr: Annotated[float, Field(ge=1e-8, le=1.0)] = 1e-3
+    """Adam learning rate of pre-training."""
+    finetune_epochs: Annotated[int, Field(ge=0, le=100_000)] = 200
+    """Epochs of maximum-likelihood fine-tuning of the whole model (PCD)."""
+    finetune_lr: Annotated[float, Field(ge=1e-8, le=1.0)] = 1e-3
+    """Adam learning rate of fine-tuning (decayed linearly to 0 over the epochs)."""
+    chains: Annotated[int, Field(ge=1, le=100_000)] = 100
+    """Persistent Gibbs chains of fine-tuning's negative phase."""
+    gibbs_steps: Annotated[int, Field(ge=1, le=1000)] = 1
+    """Gibbs sweeps of the persistent chains per update."""
+    mean_field_steps: Annotated[int, Field(ge=1, le=1000)] = 10
+    """Mean-field sweeps for the hidden posterior in training."""
+    inference_steps: Annotated[int, Field(ge=1, le=1000)] = 30
+    """Mean-field sweeps when one visible layer is clamped to predict the other."""
+    dnn_epochs: Annotated[int, Field(ge=0, le=100_000)] = 100
+    """Epochs of each feed-forward baseline (random initialisation, backprop)."""
+    dnn_lr: Annotated[float, Field(ge=1e-8, le=1.0)] = 1e-3
+    """Adam learning rate of the feed-forward baselines."""
+    ridge_alpha: Annotated[float, Field(ge=0.0, le=1e6)] = 1.0
+    """L2 penalty of the linear (ridge) baseline, on standardised features."""
+    figure_frames: Annotated[int, Field(ge=1, le=64)] = 8
+    """Consecutive test frames shown in the lips figure (001 Fig. 1)."""
+    device: Device = "cpu"
+    """``auto`` (CUDA when present), ``cpu`` or ``cuda``."""
+    threads: Workers = 1
+    """torch CPU threads (0 = all cores; tiny matrices: more threads only synchronise)."""
+
+
+
 SECTIONS: dict[str, type] = {
     "download": DownloadParams,
     "faces": FacesParams,
@@ -505,6 +607,8 @@ SECTIONS: dict[str, type] = {
     "train_voice": TrainVoiceParams,
     "train_emotion": TrainEmotionParams,
     "evaluate": EvaluateParams,
+    "lips": LipsParams,
+    "train_ggdrm": TrainGgdrmParams,
 }
 
 

@@ -13,6 +13,8 @@ Layout on disk (paths come from ``dvc.yaml``):
 - ``dataset`` -> ``<out>/{train,val,test}/part-NNNNN.parquet`` (:data:`DATASET`) and
   ``<out>/meta.json`` (:data:`DATASET_META_KEYS`).
 - ``embed`` -> ``<out>/embeddings.parquet`` (:data:`SPEAKER_EMBEDDINGS`).
+- ``lips`` -> ``<out>/lips-NNNNN.parquet`` (:data:`LIPS`), ``image_coder.parquet``,
+  ``meta.json``.
 """
 
 from __future__ import annotations
@@ -157,3 +159,22 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
             raise ValueError(f"column {f.name!r} does not cast to {f.type}: {error}") from error
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+LIPS = pa.schema(
+    [
+        *_IDENTITY,
+        _field("speaker_id", pa.string(), "Speaker identity."),
+        _field("split", pa.string(), "train or test: utterances (clips) of the speaker."),
+        _field("frame_index", pa.int32(), "Index of the frame in the decoded video."),
+        _field("time_s", pa.float32(), "Middle of the frame: (frame_index + 0.5) / fps."),
+        _field("mouth", pa.binary(), "Mouth crop, uint8 grayscale, row-major crop_px^2 bytes."),
+        _field("image_features", pa.list_(pa.float32()),
+               "PCA coefficients of the crop's low-frequency DCT block (image_coder.parquet); "
+               "meta.json n_features long."),
+        _field("mcep", pa.list_(pa.float32()),
+               "Mel-cepstrum c(0..M) (ln amplitude) of the speech window centred on the frame."),
+    ]
+)
+"""``lips`` -> ``<out>/lips-NNNNN.parquet``: one row per video frame that has landmarks,
+sorted by clip id and frame index."""

@@ -36,6 +36,9 @@ TINY_PARAMS: dict[str, Any] = {
     "train_voice.embedding_mlp.epochs": 2,
     "evaluate.clustering_runs": 3,
     "evaluate.face_embedding": False,
+    "train_ggdrm.pretrain_epochs": 2,
+    "train_ggdrm.finetune_epochs": 2,
+    "train_ggdrm.dnn_epochs": 2,
 }
 
 RUNNING = re.compile(r"Running stage '([\w@-]+)'")

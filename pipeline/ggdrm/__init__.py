@@ -1,0 +1,1 @@
+"""Paper 001: the Gaussian-Gaussian Deep Relational Model (the ``train_ggdrm`` stage)."""
