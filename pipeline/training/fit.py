@@ -6,6 +6,13 @@ Adam for ``settings.epochs`` epochs, averages every term per epoch (weighted by 
 for the training and validation data, and hands the epoch record to the callbacks (e.g.
 :class:`DvcLiveCallback`).
 
+Adversarial training (a GAN's discriminator, 002 section 4.1.1) is one more step per batch,
+not a second loop: with an :class:`AdversarialStep`, the adversary's parameters get their
+own Adam and ``fit`` takes, after every model step, one step of the adversary's objective on
+the same batch; its terms are logged with a ``d_`` prefix. Schedules that change from epoch
+to epoch (which parameters train, the learning rate, which loss) are callbacks'
+``on_epoch_start``, a function of the epoch alone so that a resumed run repeats them.
+
 Reproducibility: the data order of epoch ``e`` is a function of ``(seed, e)`` only (a fresh
 seeded generator per epoch), and a checkpoint stores the weights, the optimizer state and
 every RNG state, so a run killed after any epoch and resumed from its last checkpoint ends
@@ -47,6 +54,19 @@ RESUME_IGNORED = ("epochs", "checkpoint_every", "device", "num_workers")
 of the epochs already trained; raising ``epochs`` continues a finished run)."""
 
 Objective = Callable[[nn.Module, dict[str, Any]], dict[str, torch.Tensor]]
+AdversaryObjective = Callable[[nn.Module, dict[str, Any]], dict[str, torch.Tensor] | None]
+ADVERSARY_PREFIX = "d_"
+"""Prefix of the adversary's terms in the epoch records (``train/d_loss`` ...)."""
+
+
+@dataclass(frozen=True)
+class AdversarialStep:
+    """A second network trained against the model: one step of its own objective per batch."""
+
+    parameters: Callable[[nn.Module], Sequence[nn.Parameter]]
+    """``model -> `` the adversary's parameters (the model's step leaves them alone)."""
+    objective: AdversaryObjective
+    """``(model, batch) -> {"loss", ...}`` of the adversary, or None: no step this batch."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +110,8 @@ class FitState:
     """One record per completed epoch (``train/<term>``, ``val/<term>``, timing)."""
     resumed_from: int | None = None
     """Epoch of the checkpoint this run resumed from, if any."""
+    adversary_optimizer: torch.optim.Optimizer | None = None
+    """The adversary's optimizer, when training with an :class:`AdversarialStep`."""
 
 
 class Callback:
@@ -97,6 +119,9 @@ class Callback:
 
     def on_fit_start(self, state: FitState) -> None:
         """Run before the first epoch (after a resume has restored ``state.history``)."""
+
+    def on_epoch_start(self, state: FitState) -> None:
+        """Run before each epoch (``state.epoch`` epochs done); set per-epoch schedules here."""
 
     def on_epoch_end(self, state: FitState, record: Mapping[str, float]) -> None:
         """Run after each epoch, once its checkpoint (if due) is on disk."""
@@ -131,6 +156,7 @@ def fit(
     identity: Mapping[str, Any] | None = None,
     callbacks: Sequence[Callback] = (),
     resume_ignored: Sequence[str] = RESUME_IGNORED,
+    adversary: AdversarialStep | None = None,
 ) -> FitState:
     """Return the final :class:`FitState` after training ``model`` on ``train_data``.
 
@@ -147,11 +173,12 @@ def fit(
             model config ...).
         callbacks: hooks run at fit start, after each epoch, and at the end.
         resume_ignored: params that may differ from the checkpoint's (no effect on weights).
+        adversary: a network trained against the model, one step after each model step
+            (its parameters are not the model optimizer's).
     """
     device = resolve_device(settings.device)
     model.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
-    state = FitState(model, optimizer, device)
+    state = _fit_state(model, device, settings, adversary)
     check_plain(params, "params")
     check_plain(identity or {}, "identity")
     provenance = {"params": dict(params), "identity": dict(identity or {}),
@@ -164,7 +191,10 @@ def fit(
             callback.on_fit_start(state)
         epochs = range(state.epoch, settings.epochs)
         for epoch in tqdm(epochs, desc="epochs", unit="epoch", disable=None):
-            record = _run_epoch(state, objective, train_data, val_data, settings, epoch)
+            for callback in callbacks:
+                callback.on_epoch_start(state)
+            record = _run_epoch(state, objective, train_data, val_data, settings, epoch,
+                                adversary)
             state.history.append(record)
             log.info("epoch %d/%d %s", epoch + 1, settings.epochs, _format(record))
             last = epoch + 1 == settings.epochs
@@ -177,6 +207,20 @@ def fit(
     return state
 
 
+def _fit_state(
+    model: nn.Module, device: torch.device, settings: FitSettings,
+    adversary: AdversarialStep | None,
+) -> FitState:
+    """Return a fresh state: Adam over the model's parameters less the adversary's, and its own."""
+    if adversary is None:
+        return FitState(model, torch.optim.Adam(model.parameters(), lr=settings.lr), device)
+    theirs = list(adversary.parameters(model))
+    ids = {id(p) for p in theirs}
+    ours = [p for p in model.parameters() if id(p) not in ids]
+    return FitState(model, torch.optim.Adam(ours, lr=settings.lr), device,
+                    adversary_optimizer=torch.optim.Adam(theirs, lr=settings.lr))
+
+
 def _run_epoch(
     state: FitState,
     objective: Objective,
@@ -184,9 +228,10 @@ def _run_epoch(
     val_data: Dataset | None,
     settings: FitSettings,
     epoch: int,
+    adversary: AdversarialStep | None = None,
 ) -> dict[str, float]:
     start = time.perf_counter()
-    train, wait_s, n = _train_epoch(state, objective, train_data, settings, epoch)
+    train, wait_s, n = _train_epoch(state, objective, train_data, settings, epoch, adversary)
     train_s = time.perf_counter() - start
     state.epoch = epoch + 1
     record: dict[str, float] = {"epoch": float(state.epoch), "step": float(state.global_step)}
@@ -201,23 +246,31 @@ def _run_epoch(
 
 
 def _train_epoch(
-    state: FitState, objective: Objective, data: Dataset, settings: FitSettings, epoch: int
+    state: FitState,
+    objective: Objective,
+    data: Dataset,
+    settings: FitSettings,
+    epoch: int,
+    adversary: AdversarialStep | None = None,
 ) -> tuple[dict[str, float], float, int]:
     """Return the epoch's mean terms, seconds spent waiting for data, and examples seen."""
     state.model.train()
     totals: dict[str, torch.Tensor] = {}
+    adversary_totals: dict[str, torch.Tensor] = {}
     n_total, wait_s = 0, 0.0
     batches = _timed(_loader(data, settings, state.device, epoch, shuffle=True))
     for batch, waited in batches:
         wait_s += waited
-        terms = objective(state.model, _to_device(batch, state.device))
-        state.optimizer.zero_grad(set_to_none=True)
-        terms["loss"].backward()
-        state.optimizer.step()
-        state.global_step += 1
+        batch = _to_device(batch, state.device)
         n = _batch_size(batch)
+        _accumulate(totals, _step(state.optimizer, objective(state.model, batch)), n)
+        if adversary is not None and state.adversary_optimizer is not None:
+            terms = adversary.objective(state.model, batch)
+            if terms is not None:
+                _accumulate(adversary_totals, _step(state.adversary_optimizer, terms), n)
+        state.global_step += 1
         n_total += n
-        _accumulate(totals, terms, n)
+    totals |= {ADVERSARY_PREFIX + k: v for k, v in adversary_totals.items()}
     if n_total == 0:
         raise ValueError("training data is empty")
     means = {k: v.item() / n_total for k, v in totals.items()}
@@ -243,6 +296,15 @@ def evaluate(
         _accumulate(totals, objective(model, _to_device(batch, device)), n)
         n_total += n
     return {k: v.item() / n_total for k, v in totals.items()} if n_total else {}
+
+
+def _step(optimizer: torch.optim.Optimizer, terms: dict[str, torch.Tensor]
+          ) -> dict[str, torch.Tensor]:
+    """Return ``terms`` after one optimizer step on their ``loss``."""
+    optimizer.zero_grad(set_to_none=True)
+    terms["loss"].backward()
+    optimizer.step()
+    return terms
 
 
 def _loader(
@@ -332,6 +394,8 @@ def save_checkpoint(path: str | Path, state: FitState, provenance: Mapping[str, 
         "global_step": state.global_step,
         "model": {k: v.detach().cpu() for k, v in state.model.state_dict().items()},
         "optimizer": state.optimizer.state_dict(),
+        **({"adversary_optimizer": state.adversary_optimizer.state_dict()}
+           if state.adversary_optimizer is not None else {}),
         "history": [dict(r) for r in state.history],
         "rng": _rng_states(),
         "provenance": {
@@ -378,6 +442,8 @@ def _maybe_resume(
         return
     state.model.load_state_dict(payload["model"])
     state.optimizer.load_state_dict(payload["optimizer"])
+    if state.adversary_optimizer is not None:
+        state.adversary_optimizer.load_state_dict(payload["adversary_optimizer"])
     state.epoch = state.resumed_from = int(payload["epoch"])
     state.global_step = int(payload["global_step"])
     state.history = [dict(r) for r in payload["history"]]
