@@ -10,10 +10,13 @@ on the rows written and the settings: no timestamps, so equal inputs give equal 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -73,9 +76,7 @@ class ShardWriter:
         self.rows_written = 0
         self._pending: list[pa.Table] = []
         self._pending_rows = 0
-        self._writer: pq.ParquetWriter | None = None
-        self._atomic = None
-        self._tmp: Path | None = None
+        self._open: _OpenShard | None = None
         # Dictionary-encoding unique blobs (faces, PCM) costs time and saves nothing.
         self._dictionary_columns = [
             f.name for f in schema if not pa.types.is_binary(f.type)
@@ -118,49 +119,51 @@ class ShardWriter:
         group, rest = pending.slice(0, n_rows), pending.slice(n_rows)
         self._pending = [rest] if rest.num_rows else []
         self._pending_rows = rest.num_rows
-        if self._writer is None:
-            self._open_shard()
-        assert self._writer is not None and self._tmp is not None
-        self._writer.write_table(group, row_group_size=n_rows)
+        shard = self._open or self._open_shard()
+        shard.writer.write_table(group, row_group_size=n_rows)
         self.rows_written += n_rows
-        if self._tmp.stat().st_size >= self.target_bytes:
+        if shard.tmp.stat().st_size >= self.target_bytes:
             self._finish_shard()
 
-    def _open_shard(self) -> None:
+    def _open_shard(self) -> _OpenShard:
         path = self.directory / shard_name(self.prefix, len(self.paths))
-        self._atomic = atomic_path(path)
-        self._tmp = self._atomic.__enter__()
-        self._writer = pq.ParquetWriter(
-            self._tmp,
-            self.schema,
-            compression={name: "none" if name in UNCOMPRESSED_COLUMNS else COMPRESSION
-                         for name in self.schema.names},
-            use_dictionary=self._dictionary_columns,
-            write_statistics=False,
-        )
+        with contextlib.ExitStack() as stack:
+            tmp = stack.enter_context(atomic_path(path))
+            writer = stack.enter_context(pq.ParquetWriter(
+                tmp,
+                self.schema,
+                compression={name: "none" if name in UNCOMPRESSED_COLUMNS else COMPRESSION
+                             for name in self.schema.names},
+                use_dictionary=self._dictionary_columns,
+                write_statistics=False,
+            ))
+            # Kept open past this block: closing the stack closes the writer, then renames.
+            self._open = _OpenShard(writer, tmp, stack.pop_all())
         self.paths.append(path)
+        return self._open
 
     def _finish_shard(self) -> None:
-        if self._writer is None:
-            return
-        self._writer.close()
-        self._writer = None
-        assert self._atomic is not None
-        self._atomic.__exit__(None, None, None)
-        log.debug("wrote %s", self.paths[-1])
-        self._atomic = None
-        self._tmp = None
+        shard, self._open = self._open, None
+        if shard is not None:
+            shard.closing.close()  # the writer's footer, then the rename onto the final name
+            log.debug("wrote %s", self.paths[-1])
 
-    def _abort(self, *exc_info: object) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-        if self._atomic is not None:
-            # Lets atomic_path delete the temporary file instead of renaming it.
-            self._atomic.__exit__(*exc_info)
-            self._atomic = None
+    def _abort(self, *exc_info: Any) -> None:
+        shard, self._open = self._open, None
+        if shard is not None:
+            # Closes the writer and lets atomic_path delete the temporary file.
+            shard.closing.__exit__(*exc_info)
         if self.paths and not self.paths[-1].exists():
             self.paths.pop()
+
+
+@dataclass(frozen=True)
+class _OpenShard:
+    """The shard being written: its Parquet writer, temporary file, and how to close both."""
+
+    writer: pq.ParquetWriter
+    tmp: Path
+    closing: contextlib.ExitStack
 
 
 def read_shards(paths: Sequence[str | Path], columns: Sequence[str] | None = None) -> pa.Table:

@@ -1,6 +1,7 @@
 """The ``audio`` stage: every catalogue clip's voice, resampled, de-silenced, fixed length.
 
 Usage: ``python -m stages.audio --params params.yaml --catalogue CATALOGUE --out DIR``.
+Exits 1, after writing its report and quarantine table, when no clip's audio is kept.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import logging
 
 from pipeline.audio.stage import process_catalogue
 from pipeline.config import AudioParams, load_params
-from pipeline.runtime import setup_logging
+from pipeline.runtime import EmptyOutputError, setup_logging
 
 log = logging.getLogger("stages.audio")
 
@@ -27,7 +28,11 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     params: AudioParams = load_params(args.params, "audio")
     # No randomness here: the output depends only on the inputs and params.
-    report = process_catalogue(args.catalogue, args.out, params)
+    try:
+        report = process_catalogue(args.catalogue, args.out, params)
+    except EmptyOutputError as error:  # the report and quarantine table are written
+        log.error("%s", error)
+        return 1
     log.info("wrote %s: %s", args.out, dict(report.counts))
     return 0
 

@@ -2,6 +2,7 @@
 
 Usage: ``python -m stages.dataset --params params.yaml --catalogue CATALOGUE --faces DIR
 --audio DIR --out DIR``.
+Exits 1, after writing its output and report, when a split (train, val or test) is empty.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import logging
 
 from pipeline.config import DatasetParams, load_params
 from pipeline.dataset.stage import build_dataset
-from pipeline.runtime import setup_logging
+from pipeline.runtime import EmptyOutputError, setup_logging
 
 log = logging.getLogger("stages.dataset")
 
@@ -30,7 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     params: DatasetParams = load_params(args.params, "dataset")
     # The split is seeded by dataset.seed inside build_dataset (a local generator).
-    report = build_dataset(args.catalogue, args.faces, args.audio, args.out, params)
+    try:
+        report = build_dataset(args.catalogue, args.faces, args.audio, args.out, params)
+    except EmptyOutputError as error:  # the report and quarantine table are written
+        log.error("%s", error)
+        return 1
     log.info("wrote %s: %s", args.out, dict(report.counts))
     return 0
 

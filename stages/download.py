@@ -1,7 +1,8 @@
 """The ``download`` stage: catalogue (and fetch, verified) the dataset chosen in params.yaml.
 
 Usage: ``python -m stages.download --params params.yaml --out DIR --cache DIR``.
-Exits 1 after writing everything it could when any required file is missing.
+Exits 1 after writing everything it could when any required file is missing, or when no
+clip is kept (the report and quarantine table say why).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from pipeline.config import DownloadParams, load_params
 from pipeline.download.catalogue import prepare_dataset
-from pipeline.runtime import setup_logging
+from pipeline.runtime import EmptyOutputError, setup_logging
 
 log = logging.getLogger("stages.download")
 
@@ -31,8 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     params: DownloadParams = load_params(args.params, "download")
     # No randomness here (the demo corpus seeds itself from download.demo.seed).
-    report = prepare_dataset(params, Path(args.out), Path(args.cache),
-                             progress=not args.no_progress)
+    try:
+        report = prepare_dataset(params, Path(args.out), Path(args.cache),
+                                 progress=not args.no_progress)
+    except EmptyOutputError as error:  # the report and quarantine table are written
+        log.error("%s", error)
+        return 1
     missing = report.info["missing_required"]
     summary = ", ".join(f"{k}={v}" for k, v in sorted(report.counts.items()))
     if missing:

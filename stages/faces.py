@@ -1,6 +1,7 @@
 """The ``faces`` stage: per clip, the frontal / peak-emotion frame's face crop (dlib).
 
 Usage: ``python -m stages.faces --params params.yaml --catalogue CATALOGUE --out DIR``.
+Exits 1, after writing its report and quarantine table, when no clip yields a face.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import logging
 
 from pipeline.config import FacesParams, load_params
 from pipeline.faces.stage import run_faces
-from pipeline.runtime import setup_logging
+from pipeline.runtime import EmptyOutputError, setup_logging
 
 log = logging.getLogger("stages.faces")
 
@@ -27,7 +28,11 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     params: FacesParams = load_params(args.params, "faces")
     # No randomness here: the output depends only on the inputs and params.
-    report = run_faces(args.catalogue, args.out, params)
+    try:
+        report = run_faces(args.catalogue, args.out, params)
+    except EmptyOutputError as error:  # the report and quarantine table are written
+        log.error("%s", error)
+        return 1
     log.info("wrote %s: %s", args.out, dict(report.counts))
     return 0
 

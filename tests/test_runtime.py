@@ -1,6 +1,9 @@
 import json
 import os
+import pickle
 import random
+import subprocess
+import sys
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -13,8 +16,11 @@ from pipeline.runtime import (
     atomic_directory,
     atomic_path,
     atomic_write_json,
+    map_items,
+    remove_stale_temporaries,
     seed_everything,
 )
+from tests.conftest import REPO
 
 
 def test_seed_everything_repeats_every_generator():
@@ -74,6 +80,64 @@ def test_stage_report_counts_and_quarantine_table(tmp_path):
 def test_quarantine_error_names_the_file():
     error = QuarantineError("no_audio", "no audio stream", "/data/x.flv")
     assert "/data/x.flv" in str(error) and error.reason == "no_audio"
+
+
+def test_quarantine_error_survives_pickling():
+    # A worker process sends it back to the stage; unpickling must not fail (a Pool hangs).
+    error = pickle.loads(pickle.dumps(QuarantineError("no_audio", "no audio stream", "x.flv")))
+    assert (error.reason, error.detail, error.source) == ("no_audio", "no audio stream", "x.flv")
+    assert str(error) == "x.flv: no audio stream"
+
+
+def test_remove_stale_temporaries_takes_only_what_atomic_directory_left(tmp_path):
+    # A run killed inside atomic_directory (os._exit skips every cleanup, as SIGKILL does).
+    code = ("import os, sys\nfrom pipeline.runtime import atomic_directory\n"
+            "with atomic_directory(sys.argv[1]) as tmp:\n"
+            "    (tmp / 'spill').write_text('x')\n    os._exit(9)\n")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "faces")], cwd=REPO)
+    assert done.returncode == 9
+    (killed,) = tmp_path.glob(".faces.*.tmp")
+    (tmp_path / "faces").mkdir()  # the last good output
+    for name in (".faces.keep.tmp", ".faces2.abcdefgh.tmp", ".audio.abcdefgh.tmp",
+                 ".faces.abcdefgh.tmp.old"):
+        (tmp_path / name).mkdir()
+    (tmp_path / ".faces.abcdefg_.tmp").write_text("a file, not a directory")
+    kept = sorted(p.name for p in tmp_path.iterdir() if p != killed)
+    assert remove_stale_temporaries(tmp_path / "faces") == [killed]
+    assert sorted(p.name for p in tmp_path.iterdir()) == kept
+    assert remove_stale_temporaries(tmp_path / "absent" / "faces") == []
+
+
+def _square_unless_odd(n: int) -> int:
+    if n % 2:
+        raise QuarantineError("odd", f"{n} is odd", f"item{n}.flv")
+    return n * n
+
+
+def _fail_on_three(n: int) -> int:
+    if n == 3:
+        raise RuntimeError("a bug, not bad input")
+    return n
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_map_items_keeps_input_order_and_returns_quarantine_errors(workers):
+    items = list(range(40))
+    results = list(map_items(_square_unless_odd, items, workers, "test"))
+    assert [item for item, _ in results] == items
+    for n, result in results:
+        if n % 2:  # came back from a worker process with its fields
+            assert isinstance(result, QuarantineError)
+            assert (result.reason, result.detail, result.source) == ("odd", f"{n} is odd",
+                                                                     f"item{n}.flv")
+        else:
+            assert result == n * n
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_map_items_propagates_anything_else(workers):
+    with pytest.raises(RuntimeError, match="a bug"):
+        list(map_items(_fail_on_three, list(range(8)), workers, "test"))
 
 
 def test_atomic_outputs_get_normal_permissions(tmp_path):

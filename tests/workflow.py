@@ -79,9 +79,14 @@ def stages_run(output: str) -> set[str]:
 
 
 def changed_stages(cwd: Path) -> set[str]:
-    """Return the stages `dvc status` reports as changed."""
+    """Return the stages `dvc status` reports as changed.
+
+    A stage with ``always_changed: true`` (``sources``) is listed as "always changed" on every
+    call; it counts only when something else of it changed too.
+    """
     status = dvc_json(cwd, "status")
-    return {name.split(":")[-1] for name in status}
+    return {name.split(":")[-1] for name, changes in status.items()
+            if any(change != "always changed" for change in changes)}
 
 
 def set_params(project: Path, values: dict[str, Any]) -> None:

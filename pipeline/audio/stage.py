@@ -6,17 +6,23 @@ Runs in parallel worker processes and writes the ``AUDIO`` shards plus the stage
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from tqdm import tqdm
 
 from pipeline.audio.prepare import PreparedAudio, prepare_audio
 from pipeline.config import AudioParams
-from pipeline.runtime import QuarantineError, StageReport, atomic_directory, default_workers
+from pipeline.runtime import (
+    EmptyOutputError,
+    QuarantineError,
+    StageReport,
+    atomic_directory,
+    default_workers,
+    map_items,
+    remove_stale_temporaries,
+)
 from pipeline.schemas import AUDIO
 from pipeline.shards import ShardWriter
 
@@ -25,29 +31,14 @@ log = logging.getLogger(__name__)
 ROW_GROUP_ROWS = 256
 
 
-
 def media_path(row: dict, catalogue_dir: Path) -> Path | None:
     """Return a catalogue row's audio source: its separate audio file, else its video."""
     relative = row.get("audio_path") or row.get("video_path")
     return catalogue_dir / relative if relative else None
 
 
-def _prepare_item(item: tuple[str, str, AudioParams]) -> tuple[str, PreparedAudio | tuple]:
-    """Return ``(clip_id, PreparedAudio)`` or ``(clip_id, (reason, detail, source))``."""
-    clip_id, path, params = item
-    try:
-        return clip_id, prepare_audio(path, params)
-    except QuarantineError as error:  # exceptions with extra fields do not pickle back
-        return clip_id, (error.reason, error.detail, error.source)
-
-
-def _results(items: list, workers: int) -> Iterator[tuple[str, PreparedAudio | tuple]]:
-    if workers <= 1 or len(items) <= 1:
-        yield from map(_prepare_item, items)
-        return
-    chunksize = max(1, min(16, len(items) // (workers * 4)))
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        yield from pool.map(_prepare_item, items, chunksize=chunksize)
+def _prepare_item(item: tuple[str, str], params: AudioParams) -> PreparedAudio:
+    return prepare_audio(item[1], params)
 
 
 def _row(clip_id: str, prepared: PreparedAudio) -> dict:
@@ -69,7 +60,8 @@ def process_catalogue(
 
     Writes ``<out_dir>/audio-NNNNN.parquet`` (:data:`pipeline.schemas.AUDIO`, sorted by
     clip id), ``report.json`` and ``quarantine.parquet``. The output is the same whatever
-    ``params.workers`` is.
+    ``params.workers`` is. Raises :class:`~pipeline.runtime.EmptyOutputError` (after writing
+    them) when no clip's audio is kept.
     """
     catalogue = Path(catalogue)
     rows = sorted(pq.read_table(catalogue).to_pylist(), key=lambda r: r["clip_id"])
@@ -80,15 +72,16 @@ def process_catalogue(
         if path is None:
             report.reject(row["clip_id"], "no_audio", "catalogue row has no audio or video file")
         else:
-            items.append((row["clip_id"], str(path), params))
+            items.append((row["clip_id"], str(path)))
     workers = default_workers(params.workers)
     stats = {"original_s": 0.0, "speech_s": 0.0, "truncated": 0}
+    remove_stale_temporaries(out_dir)
     with atomic_directory(out_dir) as tmp:
         with ShardWriter(tmp, "audio", AUDIO, params.shard_mb * 2**20, ROW_GROUP_ROWS) as shards:
-            results = tqdm(_results(items, workers), total=len(items), desc="audio", unit="clip")
-            for clip_id, result in results:
-                if isinstance(result, tuple):
-                    report.reject(clip_id, *result)
+            prepare = partial(_prepare_item, params=params)
+            for (clip_id, _), result in map_items(prepare, items, workers, "audio"):
+                if isinstance(result, QuarantineError):
+                    report.reject_error(clip_id, result)
                     continue
                 shards.write(pa.Table.from_pylist([_row(clip_id, result)]))
                 report.count("written")
@@ -107,4 +100,6 @@ def process_catalogue(
         report.write(tmp)
     log.info("audio: %d written, %d quarantined %s", report.counts["written"],
              report.n_rejected, dict(report.reasons()))
+    if not report.counts["written"]:
+        raise EmptyOutputError(f"no audio kept of {len(rows)} clips", report, out_dir)
     return report

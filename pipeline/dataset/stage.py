@@ -27,8 +27,9 @@ Splits (``dataset.split_mode``):
 - ``speaker`` (default): speaker-disjoint train / val / test, stratified by sex: each sex's
   speakers are shuffled with the seed and dealt by the fractions, at least one per split
   where a sex has three or more speakers, so every split holds both sexes when possible.
-- ``clip``: a seeded random split of the clips (003's 8:2 is ``val_fraction: 0``,
-  ``test_fraction: 0.2``); speakers then appear in several splits.
+- ``clip``: a seeded random split of the clips (003's 8:2 has no val split, which training
+  needs: ``test_fraction: 0.2`` and a small ``val_fraction``); speakers then appear in
+  several splits.
 
 Output: ``<out>/{train,val,test}/part-NNNNN.parquet`` (:data:`pipeline.schemas.DATASET`, rows
 in a seeded shuffled order so a streaming shuffle buffer mixes speakers well),
@@ -50,6 +51,7 @@ from pipeline.config import DatasetParams
 from pipeline.loaders import META_JSON, SHARD_PREFIX, SPLITS
 from pipeline.runtime import (
     QUARANTINE_PARQUET,
+    EmptyOutputError,
     Rejection,
     StageReport,
     atomic_directory,
@@ -74,7 +76,11 @@ def build_dataset(
     out_dir: str | Path,
     params: DatasetParams,
 ) -> StageReport:
-    """Return the report of joining, splitting and sharding the clips into ``out_dir``."""
+    """Return the report of joining, splitting and sharding the clips into ``out_dir``.
+
+    Raises :class:`~pipeline.runtime.EmptyOutputError` (after writing the output and its
+    report) when a split would be empty.
+    """
     clips = _read_catalogue(catalogue)
     faces = _read_stage(faces_dir, "faces", FACE_COLUMNS)
     audio = _read_stage(audio_dir, "audio", AUDIO_COLUMNS)
@@ -102,12 +108,30 @@ def build_dataset(
         raise AssertionError("dataset counts do not add up to the catalogue")
     log.info("dataset: %d clips kept of %d; %s", table.num_rows, clips.num_rows,
              {s: meta["splits"][s]["clips"] for s in SPLITS})
+    _check_every_split_filled(meta, report, out_dir)
     return report
 
 
 def catalogue_has_emotions(clips: pa.Table) -> bool:
     """Return whether any catalogue clip has an emotion label (else the data has none)."""
     return clips.column("emotion").null_count < clips.num_rows
+
+
+def _check_every_split_filled(meta: dict, report: StageReport, out_dir: str | Path) -> None:
+    """Raise :class:`EmptyOutputError` when a split has no clips (so no speakers).
+
+    ``train_vae`` and ``train_voice`` read train and val, ``evaluate`` reads test.
+    """
+    splits = meta["splits"]
+    empty = [split for split in SPLITS if not splits[split]["clips"]]
+    if empty:
+        sizes = ", ".join(f"{split} {splits[split]['clips']} clips of "
+                          f"{len(splits[split]['speakers'])} speakers" for split in SPLITS)
+        raise EmptyOutputError(
+            f"no clips in split(s) {', '.join(empty)} ({sizes}; {report.counts['kept']} kept "
+            f"of {report.info['catalogue_clips']}), but the training and evaluation stages "
+            "need every split: add speakers or raise dataset.val_fraction / test_fraction",
+            report, out_dir)
 
 
 def _read_catalogue(path: str | Path) -> pa.Table:
@@ -317,7 +341,8 @@ def _meta(table: pa.Table, params: DatasetParams, labelled: bool) -> dict:
                        if k in ("clips", "speakers")} for s in SPLITS},
         "split_mode": params.split_mode,
     }
-    assert tuple(meta) == DATASET_META_KEYS
+    if tuple(meta) != DATASET_META_KEYS:  # a code error: the keys drifted from the schema
+        raise RuntimeError(f"meta.json keys {tuple(meta)} differ from {DATASET_META_KEYS}")
     return meta
 
 

@@ -44,8 +44,7 @@ from pipeline.download.fetch import (
     safe_destination,
 )
 from pipeline.runtime import (
-    QUARANTINE_PARQUET,
-    REPORT_JSON,
+    EmptyOutputError,
     StageReport,
     atomic_directory,
     atomic_path,
@@ -61,10 +60,6 @@ LAST_RUN_JSON = "last-run.json"
 SOURCE_KEYS = frozenset({"raw_base_url", "media_base_url", "local_dir", "videos_dir",
                          "labels_csv"})
 """Params that say where a dataset comes from, not which data it is."""
-
-
-class EmptyCatalogueError(ValueError):
-    """The dataset yielded no clip: a stage downstream would have nothing to work on."""
 
 
 def fetch_options(params: DownloadParams, progress: bool = True) -> FetchOptions:
@@ -92,8 +87,8 @@ def prepare_dataset(params: DownloadParams, out_dir: Path, cache_dir: Path,
     ``report.info["missing_required"]`` counts files that should be there and are not; the
     caller fails the stage when it is non-zero (the rest is still written). The output holds
     only what depends on the data; this run's fetch history goes to the log and to
-    ``<cache>/<dataset>/last-run.json``. Raises :class:`EmptyCatalogueError`, after writing
-    the report and quarantine, when no clip is kept.
+    ``<cache>/<dataset>/last-run.json``. Raises :class:`~pipeline.runtime.EmptyOutputError`, after
+    writing the report and quarantine, when no clip is kept.
     """
     report = StageReport("download")
     # No code revision, machine or run facts here: the output must be byte-identical across
@@ -118,24 +113,20 @@ def prepare_dataset(params: DownloadParams, out_dir: Path, cache_dir: Path,
     log.info("catalogued %d clips of %s into %s (%d rejected)", len(clips), params.dataset,
              out_dir, report.n_rejected)
     if clips.empty:
-        raise EmptyCatalogueError(empty_catalogue_message(params, report, out_dir))
+        raise EmptyOutputError(empty_catalogue_problem(params, report), report, out_dir)
     return report
 
 
-def empty_catalogue_message(params: DownloadParams, report: StageReport, out_dir: Path) -> str:
-    """Return why no clip was kept: what was listed, and the quarantine's counts by reason."""
+def empty_catalogue_problem(params: DownloadParams, report: StageReport) -> str:
+    """Return why no clip was kept: what was listed, and what the selection left out."""
     source = {"folder": f"labels CSV {params.folder.labels_csv}",
               "crema-d": "CREMA-D", "demo": "the demo corpus"}[params.dataset]
-    listed = report.info.get("clips_listed", 0)
-    parts = [f"{listed} listed"]
+    parts = [f"{report.info.get('clips_listed', 0)} listed"]
     if report.info.get("clips_not_selected"):
         parts.append(f"{report.info['clips_not_selected']} not selected by download.crema_d")
-    reasons = report.reasons()
-    if reasons:
-        by_reason = ", ".join(f"{reason}: {n}" for reason, n in sorted(reasons.items()))
-        parts.append(f"{report.n_rejected} quarantined ({by_reason})")
-    return (f"no clip kept from {source}: {', '.join(parts)}; see {out_dir / REPORT_JSON} "
-            f"and {out_dir / QUARANTINE_PARQUET}")
+    if report.n_rejected:
+        parts.append(f"{report.n_rejected} quarantined")
+    return f"no clip kept from {source}: {', '.join(parts)}"
 
 
 def fetch_and_link(planned: pd.DataFrame, cache: Path, media: Path, options: FetchOptions,

@@ -20,14 +20,13 @@ or absent. About 100 ms per crop on one core.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
 
 import dlib
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from pipeline.dlib_models import model_path
+from pipeline.dlib_models import load_model
 from pipeline.images import to_uint8
 
 CHIP = 150
@@ -50,14 +49,6 @@ class FaceDescriptors:
     """``(N,)`` bool: the 5-point landmarks were plausible and used; False = template used."""
     landmark_error: np.ndarray
     """``(N,)`` largest landmark distance from the template, as a fraction of the chip side."""
-
-
-@cache
-def _models() -> tuple[dlib.shape_predictor, dlib.face_recognition_model_v1]:
-    return (
-        dlib.shape_predictor(str(model_path("landmarks_5"))),
-        dlib.face_recognition_model_v1(str(model_path("face_recognition"))),
-    )
 
 
 def upscale_chip(face: np.ndarray) -> np.ndarray:
@@ -86,7 +77,7 @@ def face_descriptors(
     faces = np.asarray(faces)
     if faces.ndim != 3:
         raise ValueError(f"expected (N, S, S) face crops, got shape {faces.shape}")
-    predictor, network = _models()
+    predictor, network = load_model("landmarks_5"), load_model("face_recognition")
     whole = dlib.rectangle(0, 0, CHIP - 1, CHIP - 1)
     n = len(faces)
     out = FaceDescriptors(np.empty((n, 128)), np.empty(n, dtype=bool), np.empty(n))

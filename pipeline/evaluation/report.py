@@ -147,9 +147,8 @@ def report_notes(
     ]
     notes += _descriptor_notes(table, check)
     face, voice = provenance["face"], provenance["voice"]
-    notes.append(f"Models: VAE epoch {face.get('epoch', '?')} at "
-                 f"{face.get('git_revision', '?')}; voice encoder at "
-                 f"{voice.get('git_revision', '?')} (epoch {voice.get('epoch', '?')}).")
+    notes.append(f"Models: VAE epoch {face.get('epoch', '?')}, voice encoder epoch "
+                 f"{voice.get('epoch', '?')}; dvc.lock pins the code and data that made them.")
     return notes
 
 

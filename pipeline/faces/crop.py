@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy.spatial import ConvexHull
 
-from pipeline.faces.scores import BROWS, JAW, LEFT_EYE, RIGHT_EYE
+from pipeline.dlib_models import BROWS, JAW, LEFT_EYE, RIGHT_EYE
 
 MAX_SUPERSAMPLE = 4
 STRETCH_PERCENTILES = (1.0, 99.0)

@@ -23,12 +23,12 @@ The HOG detector costs ~19 ms on a 480x360 frame and the 68-point shape predicto
   count as that frame's coarse landmarks (:attr:`FaceTrack.unrefined`), and are refitted
   only where pass 2 wants the frame: refitting each in pass 1 cost one call per clip;
 - :func:`fill_landmarks` later measures every frame of a few short windows (around the
-  coarse choice, :mod:`pipeline.faces.stage`), chaining the box frame to frame as a dense track.
+  coarse choice, :func:`pipeline.faces.selection.refine_windows`), chaining the box frame to
+  frame as a dense track.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,7 +39,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.config import FacesParams
-from pipeline.dlib_models import model_path
+from pipeline.dlib_models import face_detector, load_model
 from pipeline.faces.video import iter_gray_frames, iter_gray_frames_between, iter_timed_frames
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,9 @@ MAX_SIZE_CHANGE = 1.5
 """Landmarks whose fitted box is this many times wider or narrower than the box they were
 predicted from did not fit a face: a lost track. (On 83 GRID, MEAD and demo clips the
 ratio stays within 0.83-1.28, coarse detector boxes included.)"""
+
+SMALL_FACE_PROBES = 3
+"""Frames :func:`find_small_face` searches (at ~0.3 s each on a 480x360 frame at 4x)."""
 
 
 @dataclass(frozen=True)
@@ -97,13 +100,6 @@ class FaceTrack:
         return len(self.landmarks)
 
 
-@functools.lru_cache(maxsize=1)
-def dlib_models() -> tuple[dlib.fhog_object_detector, dlib.shape_predictor]:
-    """Return the HOG face detector and the 68-point shape predictor (loaded once per process)."""
-    predictor = dlib.shape_predictor(str(model_path("landmarks_68")))
-    return dlib.get_frontal_face_detector(), predictor
-
-
 def _rescale(frame: np.ndarray, scale: float) -> np.ndarray:
     if scale == 1.0:
         return np.ascontiguousarray(frame)  # decoded frames may be strided views
@@ -120,8 +116,7 @@ def detect_faces(frame: np.ndarray, scale: float) -> list[tuple[int, int, int, i
 
     The detector sees ``frame`` resized by ``scale``; boxes are mapped back to the frame.
     """
-    detector, _ = dlib_models()
-    found = detector(_rescale(frame, scale), 0)
+    found = face_detector()(_rescale(frame, scale), 0)
     boxes = [
         (round(r.left() / scale), round(r.top() / scale),
          round(r.right() / scale), round(r.bottom() / scale))
@@ -132,7 +127,7 @@ def detect_faces(frame: np.ndarray, scale: float) -> list[tuple[int, int, int, i
 
 def predict_landmarks(frame: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
     """Return the ``(68, 2)`` float32 landmarks of the face in ``box`` of ``frame``."""
-    _, predictor = dlib_models()
+    predictor = load_model("landmarks_68")
     left, top, right, bottom = box
     pad = (right - left) // 4  # the predictor reads pixels a little outside its box
     x0, y0 = max(0, left - pad), max(0, top - pad)
@@ -326,6 +321,29 @@ def track_face(path: str | Path, params: FacesParams) -> FaceTrack:
         seek_pos=np.array([t[1] for t in timeline], dtype=np.int64),
         unrefined=np.isin(np.arange(len(landmarks)), unrefined),
     )
+
+
+def find_small_face(path: str | Path, n_frames: int, params: FacesParams) -> int:
+    """Return the width (source pixels) of the widest face a finer detector scale finds.
+
+    For a clip where :func:`track_face` found no face: the detector runs once more at twice
+    ``max_detect_scale`` on :data:`SMALL_FACE_PROBES` frames spread over the clip (0: none
+    there either). It tells a face too small for the stage's scales (a 24 px face, 48 px at
+    2x, is below the HOG detector's ~80 px window) from no face at all. The width is
+    measured as the tracker's: the box fitted to the face's landmarks.
+    """
+    if n_frames == 0:
+        return 0
+    scale = 2.0 * params.max_detect_scale
+    probes = set(np.linspace(0, n_frames - 1, min(SMALL_FACE_PROBES, n_frames)).round()
+                 .astype(int).tolist())
+    widest = 0
+    for index, frame in enumerate(iter_gray_frames(path, max(probes) + 1)):
+        boxes = detect_faces(frame, scale) if index in probes else []
+        if boxes:
+            left, _, right, _ = box_from_landmarks(predict_landmarks(frame, boxes[0]))
+            widest = max(widest, right - left)
+    return widest
 
 
 def fill_landmarks(path: str | Path, landmarks: np.ndarray, boxes: np.ndarray,

@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipeline.dlib_models import LEFT_EYE, RIGHT_EYE
+
 RIGID = np.array([27, 28, 29, 30, 31, 33, 35, 36, 39, 42, 45])
 """Landmarks that expressions barely move: nose bridge and base, eye corners."""
 EXPRESSIVE = np.r_[17:27, 36:48, 48:55, 60:65]
 """Landmarks that expressions move: brows, eyelids, mouth corners and upper lip. The lower
 lip and chin are left out: speech moves them more than emotion does."""
-RIGHT_EYE = np.r_[36:42]
-LEFT_EYE = np.r_[42:48]
-JAW = np.r_[0:17]
-BROWS = np.r_[17:27]
 
 # A generic face in millimetres (x right, y down in the image, z towards the camera; origin
 # at the nose tip). x, y: the mean dlib landmarks of frontal faces (MEAD front-camera neutral

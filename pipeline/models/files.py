@@ -35,8 +35,18 @@ def save_model_file(
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "provenance": dict(provenance),
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    return save_payload(path, payload)
+
+
+def save_payload(path: str | Path, payload: Mapping[str, Any]) -> Path:
+    """Return ``path`` after ``torch.save``-ing ``payload`` there atomically.
+
+    The bytes depend only on ``payload``: given a file name, ``torch.save`` names the zip's
+    top folder after it (here the random temporary name, so two saves of the same weights
+    differed and DVC re-ran every stage downstream); given an open file, it writes "archive".
+    """
+    with atomic_path(path) as tmp, tmp.open("wb") as stream:
+        torch.save(payload, stream)
     return Path(path)
 
 

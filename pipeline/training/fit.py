@@ -42,8 +42,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 from tqdm import tqdm
 
-from pipeline.models.files import check_plain
-from pipeline.runtime import atomic_path, git_revision
+from pipeline.models.files import check_plain, save_payload
+from pipeline.runtime import git_revision
 
 log = logging.getLogger(__name__)
 
@@ -405,8 +405,7 @@ def save_checkpoint(path: str | Path, state: FitState, provenance: Mapping[str, 
             "torch_version": str(torch.__version__),
         },
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    save_payload(path, payload)
     log.info("checkpoint: epoch %d -> %s", state.epoch, path)
     return Path(path)
 

@@ -3,7 +3,9 @@
 Outputs (every path comes from the stage's command line):
 
 - ``<out>/model.pt``: the final :class:`~pipeline.models.vae.FaceVAE` (:func:`save_model`),
-  with provenance (params, emotions and their codes, epochs, git revision, data fingerprint).
+  with provenance (params, emotions and their codes, epochs, data fingerprint). No git
+  revision: it changes with every commit (and reads ``-dirty`` mid-repro), so the same
+  weights would give other bytes; ``dvc.lock`` pins the code that made the file.
 - ``<out>/reconstructions.png``: validation faces (top row) and their reconstructions
   (003 Fig. 4).
 - ``<out>/label_swap.png``: the same faces (top row) re-encoded with every emotion code, one
@@ -38,7 +40,7 @@ from pipeline.loaders import META_JSON, ShardDataset, load_split, read_meta, spl
 from pipeline.models.emotion_code import code_string, emotion_codes
 from pipeline.models.registry import face_model_entry
 from pipeline.models.vae import MODEL_KIND, FaceVAE, VaeConfig, save_model, vae_loss
-from pipeline.runtime import git_revision, hash_file
+from pipeline.runtime import hash_file
 from pipeline.training.fit import RESUME_IGNORED, DvcLiveCallback, FitSettings, evaluate, fit
 
 log = logging.getLogger(__name__)
@@ -148,8 +150,7 @@ def train_vae(
     save_model(out_dir / MODEL_FILE, model, {
         "params": to_dict(params), "emotions": emotions,
         "codes": [] if codes is None else [code_string(c) for c in codes], "epoch": state.epoch,
-        "global_step": state.global_step, "git_revision": git_revision(),
-        "data": fingerprint, "metrics": metrics,
+        "global_step": state.global_step, "data": fingerprint, "metrics": metrics,
     })
     faces, labels = _grid_faces(val, params.grid_faces)
     save_png(reconstruction_grid(model, faces, objective.clip_codes(labels)),

@@ -67,7 +67,7 @@ from pipeline.config import TrainVoiceParams, to_dict
 from pipeline.evaluation.metrics import retrieval_metrics, score_speakers, speaker_gallery
 from pipeline.images import image_grid, save_png
 from pipeline.loaders import SplitTensors, load_split, read_meta
-from pipeline.models.files import save_model_file
+from pipeline.models.files import save_model_file, save_payload
 from pipeline.models.inference import batched
 from pipeline.models.registry import (
     FaceModel,
@@ -77,7 +77,7 @@ from pipeline.models.registry import (
 )
 from pipeline.models.voice_encoder import VoiceEncoder
 from pipeline.models.voice_to_face import VoiceToFace
-from pipeline.runtime import atomic_path, git_revision, sha256_file
+from pipeline.runtime import sha256_file
 from pipeline.training.fit import (
     RESUME_IGNORED,
     Callback,
@@ -231,8 +231,8 @@ class BestWeights(Callback):
         self.epoch, self.value = state.epoch, float(value)
         self.state = {k: v.detach().cpu().clone() for k, v in state.model.state_dict().items()}
         if self.path is not None:
-            with atomic_path(self.path) as tmp:
-                torch.save({"epoch": self.epoch, "value": self.value, "model": self.state}, tmp)
+            save_payload(self.path, {"epoch": self.epoch, "value": self.value,
+                                     "model": self.state})
 
     def restore(self, model: nn.Module) -> int:
         """Return the best epoch (0: none seen) after loading its weights into ``model``."""
@@ -413,7 +413,6 @@ def train_voice(
         "audio_samples": int(meta["audio_samples"]), "targets": "vae.features (standardised "
         "in training, folded back)" if params.standardize_targets else "vae.features",
         "epoch": epoch, "epochs_trained": state.epoch, "global_step": state.global_step,
-        "git_revision": git_revision(),
         "metrics": metrics,
     })
     save_png(voice_to_face_grid(model, val, params.grid_clips), out_dir / GRID_PNG)

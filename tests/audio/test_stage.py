@@ -229,3 +229,25 @@ def test_demo_corpus_speech_intervals_are_found(tmp_path):
             assert end == pytest.approx(gap_end, abs=0.020), row["clip_id"]
         kept = row["duration_s"] - sum(b - a for a, b in gaps)
         assert prepared.speech_duration_s == pytest.approx(kept, abs=0.04)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_stage_cli_fails_when_no_clip_is_kept_after_writing_the_report(tmp_path, workers):
+    write_wav(tmp_path / "silent.wav", np.zeros(8000, np.float32), 8000)
+    catalogue = make_catalogue(tmp_path, [
+        {"clip_id": "a_silent", "audio_path": "silent.wav"}, {"clip_id": "b_none"}])
+    params_path = tmp_path / "params.yaml"
+    params_path.write_text(yaml.safe_dump(
+        {"audio": to_dict(dataclasses.replace(PARAMS, workers=workers))}))
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-m", "stages.audio", "--params", str(params_path),
+         "--catalogue", str(catalogue), "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True,
+    )
+    assert done.returncode == 1, done.stderr
+    assert (f"audio: no audio kept of 2 clips; quarantined by reason: all_silent 1, no_audio 1; "
+            f"see {out / 'report.json'} and quarantine.parquet") in done.stderr
+    assert "Traceback" not in done.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["quarantine.parquet", "report.json"]
+    assert json.loads((out / "report.json").read_text())["rejected"] == 2

@@ -22,6 +22,7 @@ from pipeline.dataset.stage import build_dataset, split_speakers
 from pipeline.download.catalogue import CATALOGUE_FILE, prepare_dataset
 from pipeline.faces.stage import run_faces
 from pipeline.loaders import NO_EMOTION, ShardDataset, load_split
+from pipeline.runtime import EmptyOutputError
 from pipeline.schemas import DATASET, DATASET_META_KEYS
 from tests.conftest import REPO
 from tests.factories import make_catalogue, write_audio_shard, write_faces_shard, write_quarantine
@@ -124,13 +125,13 @@ def test_speaker_split_follows_the_fractions_per_sex():
 
 
 def test_clip_split_puts_every_clip_in_one_split(inputs, tmp_path):
-    params = dataclasses.replace(PARAMS, split_mode="clip", val_fraction=0.0, test_fraction=0.2)
+    params = dataclasses.replace(PARAMS, split_mode="clip", val_fraction=0.1, test_fraction=0.2)
     out = tmp_path / "out"
     _build(inputs, out, params)
     splits = _read_all(out)
     clips = [r["clip_id"] for rows in splits.values() for r in rows]
     assert len(clips) == len(set(clips)) == 76
-    assert (len(splits["train"]), len(splits["val"]), len(splits["test"])) == (61, 0, 15)
+    assert (len(splits["train"]), len(splits["val"]), len(splits["test"])) == (53, 8, 15)
     train_speakers = {r["speaker_id"] for r in splits["train"]}
     assert train_speakers & {r["speaker_id"] for r in splits["test"]}  # clip mode mixes them
     assert json.loads((out / "meta.json").read_text())["split_mode"] == "clip"
@@ -272,3 +273,45 @@ def test_real_grid_clips_without_emotion_labels_are_all_kept(grid_dir, tmp_path)
     assert report.counts["kept"] == 11 and report.n_rejected == 0
     meta = json.loads((tmp_path / "dataset" / "meta.json").read_text())
     assert meta["emotions"] == [] and sum(s["clips"] for s in meta["splits"].values()) == 11
+
+
+def test_an_empty_split_is_an_error_after_the_output_is_written(inputs, tmp_path):
+    # 003's 8:2 clip split has no val split, which train_vae and train_voice read.
+    params = dataclasses.replace(PARAMS, split_mode="clip", val_fraction=0.0, test_fraction=0.2)
+    with pytest.raises(EmptyOutputError) as caught:
+        _build(inputs, tmp_path / "out", params)
+    message = str(caught.value)
+    assert message.startswith("dataset: no clips in split(s) val (train 61 clips of 20 speakers, "
+                              "val 0 clips of 0 speakers, test 15 clips of ")
+    assert "; 76 kept of 100), but the training and evaluation stages need every split" in message
+    assert ("quarantined by reason: emotion_not_kept 20, missing_audio:all_silent 1, "
+            "missing_face 1, missing_face:face_too_small 1, missing_face:no_face 1") in message
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["counts"]["kept"] == 76
+
+
+def test_stage_cli_fails_when_every_clip_was_quarantined_upstream(tmp_path):
+    clips = [f"100{i}_IEO_ANG_XX" for i in range(1, 4)]
+    catalogue = make_catalogue(tmp_path / "download", [
+        {"clip_id": c, "speaker_id": c[:4], "emotion": "ANG", "video_path": f"media/{c}.flv"}
+        for c in clips])
+    (tmp_path / "faces").mkdir()
+    (tmp_path / "audio").mkdir()
+    write_quarantine(tmp_path / "faces" / "quarantine.parquet", dict.fromkeys(clips, "no_face"))
+    write_audio_shard(tmp_path / "audio" / "audio-00000.parquet",
+                      {c: np.zeros(N_SAMPLES, np.int16) for c in clips}, 8000)
+    params_path = tmp_path / "params.yaml"
+    params_path.write_text(yaml.safe_dump({"dataset": to_dict(PARAMS)}))
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-m", "stages.dataset", "--params", str(params_path),
+         "--catalogue", str(catalogue), "--faces", str(tmp_path / "faces"),
+         "--audio", str(tmp_path / "audio"), "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True,
+    )
+    assert done.returncode == 1, done.stderr
+    assert ("dataset: no clips in split(s) train, val, test (train 0 clips of 0 speakers, val 0 "
+            "clips of 0 speakers, test 0 clips of 0 speakers; 0 kept of 3)") in done.stderr
+    assert (f"quarantined by reason: missing_face:no_face 3; see {out / 'report.json'} and "
+            "quarantine.parquet") in done.stderr
+    assert "Traceback" not in done.stderr
+    assert json.loads((out / "report.json").read_text())["rejected"] == 3

@@ -15,7 +15,7 @@ import yaml
 
 from pipeline import schemas
 from pipeline.config import CremaDParams, DownloadParams, to_dict
-from pipeline.download.catalogue import EmptyCatalogueError, prepare_dataset
+from pipeline.download.catalogue import prepare_dataset
 from pipeline.download.crema_d import (
     KNOWN_BAD,
     clips_from_names,
@@ -24,7 +24,7 @@ from pipeline.download.crema_d import (
     read_demographics,
     read_rated_names,
 )
-from pipeline.runtime import StageReport
+from pipeline.runtime import EmptyOutputError, StageReport
 from stages.download import main as download_main
 from tests.conftest import REPO
 from tests.http_server import FaultServer, lfs_pointer, lfs_pointer_for
@@ -264,11 +264,12 @@ def test_failures_are_reported_with_url_and_the_stage_exits_non_zero(repo, tmp_p
 
 def test_a_selection_without_clips_fails_naming_the_counts(repo, tmp_path):
     out = tmp_path / "out"
-    with pytest.raises(EmptyCatalogueError) as error:
+    with pytest.raises(EmptyOutputError) as error:
         prepare_dataset(repo.params(actors=("9999",)), out, tmp_path / "cache", progress=False)
     assert str(error.value) == (
-        f"no clip kept from CREMA-D: 7442 listed, 7442 not selected by download.crema_d; "
-        f"see {out / 'report.json'} and {out / 'quarantine.parquet'}")
+        "download: no clip kept from CREMA-D: 7442 listed, 7442 not selected by "
+        f"download.crema_d; quarantined by reason: none; see {out / 'report.json'} and "
+        "quarantine.parquet")
     assert json.loads((out / "report.json").read_text())["info"]["clips_not_selected"] == 7442
 
 

@@ -12,9 +12,9 @@ import yaml
 
 from pipeline import schemas
 from pipeline.config import DemoCorpusParams, DownloadParams, FolderParams, to_dict
-from pipeline.download.catalogue import EmptyCatalogueError, prepare_dataset
+from pipeline.download.catalogue import prepare_dataset
 from pipeline.download.demo.catalogue import catalogue_generated
-from pipeline.runtime import StageReport
+from pipeline.runtime import EmptyOutputError, StageReport
 from stages.download import main as download_main
 from tests.conftest import REPO
 
@@ -166,8 +166,9 @@ def test_a_header_only_labels_csv_fails_the_stage_naming_the_counts(tmp_path):
         cwd=REPO, capture_output=True, text=True, timeout=120)
     assert stage.returncode == 1
     assert stage.stderr.rstrip().endswith(
-        f"EmptyCatalogueError: no clip kept from labels CSV {labels}: 0 listed; see "
-        f"{out / 'report.json'} and {out / 'quarantine.parquet'}")
+        f"download: no clip kept from labels CSV {labels}: 0 listed; quarantined by reason: "
+        f"none; see {out / 'report.json'} and quarantine.parquet")
+    assert "Traceback" not in stage.stderr
     report = json.loads((out / "report.json").read_text())  # written before failing
     assert (report["counts"], report["rejected"]) == ({"clips_catalogued": 0}, 0)
 
@@ -175,12 +176,12 @@ def test_a_header_only_labels_csv_fails_the_stage_naming_the_counts(tmp_path):
 def test_every_row_quarantined_fails_naming_the_reason_counts(tmp_path):
     videos, labels = _folder(tmp_path, {"e.mp4": b""}, ["e.mp4,ann", "gone.mp4,bo", ",cy"])
     out = tmp_path / "out"
-    with pytest.raises(EmptyCatalogueError) as error:
+    with pytest.raises(EmptyOutputError) as error:
         _prepare(videos, labels, out)
     assert str(error.value) == (
-        f"no clip kept from labels CSV {labels}: 3 listed, 3 quarantined (bad_label: 1, "
-        f"empty_file: 1, missing_file: 1); see {out / 'report.json'} and "
-        f"{out / 'quarantine.parquet'}")
+        f"download: no clip kept from labels CSV {labels}: 3 listed, 3 quarantined; "
+        f"quarantined by reason: bad_label 1, empty_file 1, missing_file 1; see "
+        f"{out / 'report.json'} and quarantine.parquet")
     assert len(pd.read_parquet(out / "quarantine.parquet")) == 3
     assert len(pd.read_parquet(out / "catalogue.parquet")) == 0
 

@@ -1,7 +1,9 @@
 import json
 import math
+import re
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,13 +15,12 @@ import yaml
 from PIL import Image
 
 from pipeline.config import DemoCorpusParams, FacesParams, to_dict
+from pipeline.dlib_models import load_model
 from pipeline.download.demo.corpus import write_corpus
-from pipeline.faces import stage as faces_stage
 from pipeline.faces.crop import crop_face
 from pipeline.faces.landmarks import (
     _Tracker,
     box_from_landmarks,
-    dlib_models,
     fill_landmarks,
     points_array,
     predict_landmarks,
@@ -31,9 +32,9 @@ from pipeline.faces.scores import (
     head_pose,
     model_points_3d,
 )
-from pipeline.faces.stage import REFINE_MARGIN, coarse_peak, refine_windows, run_faces, select_frame
+from pipeline.faces.selection import REFINE_MARGIN
+from pipeline.faces.stage import run_faces
 from pipeline.faces.video import read_gray_frame
-from pipeline.runtime import QuarantineError
 from tests.conftest import REPO, shared_dataset
 from tests.factories import make_catalogue
 
@@ -210,120 +211,13 @@ def test_fill_landmarks_refits_landmarks_predicted_from_a_detector_box(grid_trac
 def test_points_array_reads_dlib_points_exactly(grid_track):
     path, dense = grid_track
     frame = read_gray_frame(path, 20)
-    _, predictor = dlib_models()
+    predictor = load_model("landmarks_68")
     left, top, right, bottom = box_from_landmarks(dense.landmarks[20])
     shape = predictor(np.ascontiguousarray(frame), dlib.rectangle(left, top, right, bottom))
     expected = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
     assert np.array_equal(points_array(shape.parts()), expected)
     off_picture = dlib.points([dlib.point(-3, 5), dlib.point(7, -11)])
     assert np.array_equal(points_array(off_picture), [[-3, 5], [7, -11]])
-
-
-# --- selection ------------------------------------------------------------------------------
-
-
-def scores_of(frontality, expression, yaw, openness=None) -> dict:
-    n = len(frontality)
-    return {"frontality": np.array(frontality, float), "expression": np.array(expression, float),
-            "yaw": np.array(yaw, float),
-            "eye_openness": np.array(openness if openness is not None else [0.3] * n, float)}
-
-
-def test_peak_emotion_takes_the_most_expressive_frontal_enough_frame():
-    params = FacesParams(max_yaw_deg=20)
-    s = scores_of(frontality=[0.99, 0.95, 0.70, 0.97],
-                  expression=[0.05, 0.20, 0.90, 0.10], yaw=[2, 10, 45, -5])
-    assert select_frame(s, "peak_emotion", False, params) == 1  # frame 2 is turned 45 degrees
-    assert select_frame(s, "frontal", False, params) == 0
-    # Neutral clips: the frontal, least expressive frame.
-    assert select_frame(s, "peak_emotion", True, params) == 0
-
-
-def test_combined_mode_weighs_expression_against_frontality():
-    s = scores_of(frontality=[1.0, 0.9, 0.8], expression=[0.0, 0.5, 1.0], yaw=[0, 10, 15])
-    assert select_frame(s, "combined", False, FacesParams(expression_weight=0.0)) == 0
-    assert select_frame(s, "combined", False, FacesParams(expression_weight=1.0)) == 2
-    assert select_frame(s, "combined", True, FacesParams(expression_weight=0.9)) == 0
-
-
-def test_coarse_peak_is_the_vertex_of_the_parabola_through_three_coarse_frames():
-    ranking = np.full(30, -np.inf)
-    ranking[::5] = 0.0
-    ranking[[10, 15, 20]] = [-36.0, -1.0, -16.0]  # -(x - 16)^2 at x = 10, 15, 20
-    assert coarse_peak(ranking, 15, 5) == pytest.approx(16.0)
-    ranking[[10, 20]] = [-16.0, -36.0]  # mirrored: -(x - 14)^2
-    assert coarse_peak(ranking, 15, 5) == pytest.approx(14.0)
-    ranking[[10, 20]] = -6.0  # symmetric
-    assert coarse_peak(ranking, 15, 5) == pytest.approx(15.0)
-
-
-@pytest.mark.parametrize(("index", "values", "why"), [
-    (0, None, "no neighbour before the clip's first frame"),
-    (25, None, "no neighbour after the clip's last coarse frame"),
-    (15, (-np.inf, 1.0, 0.5), "a neighbour that is not a candidate (blink, turned head)"),
-    (15, (np.nan, 1.0, 0.5), "a neighbour without a score"),
-    (15, (1.0, 1.0, 1.0), "a flat top (not strictly concave)"),
-    (15, (1.2, 1.0, 0.5), "not a local maximum"),
-])
-def test_coarse_peak_is_none_where_a_parabola_says_nothing(index, values, why):
-    ranking = np.linspace(0.0, 1.0, 28)  # rising to the last frame, 27
-    if values is not None:
-        ranking[[index - 5, index, index + 5]] = values
-    assert coarse_peak(ranking, index, 5) is None, why
-
-
-def test_refine_windows_reach_towards_the_estimated_peak():
-    n, k = 60, 5
-    frontality = np.full(n, np.nan)
-    frontality[::k] = 0.5
-    frontality[[20, 25, 30]] = [0.80, 0.95, 0.90]  # vertex 26.25: after the candidate 25
-    s = scores_of(frontality, np.zeros(n), np.zeros(n))
-    params = FacesParams(landmark_every=k)
-    expected = np.zeros(n, bool)
-    expected[25 - REFINE_MARGIN:25 + k + 1] = True
-    assert np.array_equal(refine_windows(s, "frontal", False, params), expected)
-    s["frontality"][[20, 30]] = [0.90, 0.80]  # mirrored: before the candidate
-    expected[:] = False
-    expected[25 - k:25 + REFINE_MARGIN + 1] = True
-    assert np.array_equal(refine_windows(s, "frontal", False, params), expected)
-    s["frontality"][30] = np.nan  # no estimate: +-k
-    expected[:] = False
-    expected[25 - k:25 + k + 1] = True
-    assert np.array_equal(refine_windows(s, "frontal", False, params), expected)
-    # With landmark_every 1 the window stays +-1 where the peak is estimated after 25.
-    dense = scores_of(1 - ((np.arange(n) - 25.3) / 10) ** 2, np.zeros(n), np.zeros(n))
-    wanted = refine_windows(dense, "frontal", False, FacesParams(landmark_every=1))
-    assert np.flatnonzero(wanted).tolist() == [24, 25, 26]
-
-
-def test_refine_windows_cover_the_best_coarse_candidates(monkeypatch):
-    n = 40
-    frontality = np.full(n, np.nan)
-    frontality[::3] = 0.9
-    frontality[30], frontality[9], frontality[12] = 0.99, 0.98, 0.97  # 12: inside 9's window
-    s = scores_of(frontality, np.zeros(n), np.zeros(n))
-    params = FacesParams(landmark_every=3)
-    monkeypatch.setattr(faces_stage, "REFINE_CANDIDATES", 1)
-    expected = np.zeros(n, bool)
-    expected[27:34] = True  # +-landmark_every around the best: its neighbours score alike
-    assert np.array_equal(refine_windows(s, "frontal", False, params), expected)
-    monkeypatch.setattr(faces_stage, "REFINE_CANDIDATES", 2)
-    wanted = refine_windows(s, "frontal", False, params)
-    expected[7:13] = True  # the second best, towards 12 (third, inside its window)
-    assert np.array_equal(wanted, expected)
-    # The final choice stays in the windows even where a coarse frame outside scores higher.
-    s["frontality"][0] = 1.0
-    assert select_frame(s, "frontal", False, FacesParams(), among=wanted) == 30
-    assert select_frame(s, "frontal", False, FacesParams()) == 0
-
-
-def test_blinks_and_missing_frames_are_never_chosen():
-    s = scores_of(frontality=[0.9, 1.0, np.nan], expression=[0.1, 0.3, np.nan],
-                  yaw=[0, 0, np.nan], openness=[0.30, 0.05, np.nan])
-    assert select_frame(s, "frontal", False, FacesParams()) == 0  # 1 is a blink
-    nothing = scores_of([np.nan], [np.nan], [np.nan], [np.nan])
-    with pytest.raises(QuarantineError, match="no frame"):
-        select_frame(nothing, "frontal", False, FacesParams())
 
 
 # --- crops ----------------------------------------------------------------------------------
@@ -375,6 +269,28 @@ def bad_inputs(tmp: Path, grid: Path) -> dict[str, tuple[dict, str]]:
     return {clip: ({"clip_id": clip, "video_path": str(p) if p else None,
                     "audio_path": str(voice)}, reason)
             for clip, (p, reason) in rows.items()}
+
+
+def test_a_face_too_small_to_detect_is_too_small_not_absent(tmp_path, grid_dir):
+    tiny = tmp_path / "tiny.mp4"  # face ~24 px wide: 48 px at the 2x scale, below HOG's window
+    ffmpeg("-i", str(grid_dir / "lbax4n.mpg"), "-an", "-vf", "scale=60:48,pad=640:480:290:216",
+           "-c:v", "libx264", "-preset", "ultrafast", str(tiny))
+    pattern = tmp_path / "testsrc.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=480x360:rate=30", "-t", "1", "-c:v", "libx264",
+           "-preset", "ultrafast", str(pattern))
+    catalogue = make_catalogue(tmp_path, [
+        {"clip_id": "good", "video_path": str(grid_dir / "lbax4n.mpg")},
+        {"clip_id": "pattern", "video_path": str(pattern)},
+        {"clip_id": "tiny", "video_path": str(tiny)}])
+    params = FacesParams(workers=1)
+    report = run_faces(catalogue, tmp_path / "out", params)
+    assert report.counts["selected"] == 1
+    rejected = {r.item: r for r in report.rejections}
+    assert rejected["pattern"].reason == "no_face"
+    assert rejected["tiny"].reason == "face_too_small"
+    match = re.fullmatch(r"widest face (\d+) px \(faces.min_face_px=40\) found only at detector "
+                         r"scale 4, above faces.max_detect_scale=2", rejected["tiny"].detail)
+    assert match and 18 <= int(match[1]) <= 30, rejected["tiny"].detail
 
 
 REAL_PARAMS = FacesParams(min_face_px=80, workers=2, sheet_samples=48)
@@ -499,6 +415,54 @@ def test_output_is_identical_whatever_the_worker_count(tmp_path, grid_dir, mead_
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
     faces = pq.read_table(tmp_path / "one" / "faces-00000.parquet").to_pydict()
     assert faces["clip_id"] == sorted(r["clip_id"] for r in rows if r["clip_id"] != "zero")
+
+
+@pytest.mark.parametrize(("clips", "expected"), [
+    (("bad_empty", "bad_audio_only"), "no face kept of 2 clips; quarantined by reason: "
+                                      "decode_error 1, no_video 1"),
+    ((), "no face kept of 0 clips; quarantined by reason: none"),  # a header-only catalogue
+])
+def test_stage_cli_fails_when_no_clip_yields_a_face_after_writing_the_report(tmp_path, clips,
+                                                                            expected):
+    (tmp_path / "empty.flv").touch()
+    rows = {"bad_empty": {"clip_id": "bad_empty", "video_path": str(tmp_path / "empty.flv")},
+            "bad_audio_only": {"clip_id": "bad_audio_only", "video_path": None}}
+    catalogue = make_catalogue(tmp_path, [rows[clip] for clip in clips])
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump({"faces": to_dict(FacesParams(workers=2))}))
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-m", "stages.faces", "--params", str(params_file),
+                           "--catalogue", str(catalogue), "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 1, done.stderr
+    assert (f"faces: {expected}; see {out / 'report.json'} and quarantine.parquet"
+            in done.stderr)
+    assert "Traceback" not in done.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["quarantine.parquet", "report.json"]
+    quarantined = pq.read_table(out / "quarantine.parquet").column("item").to_pylist()
+    assert quarantined == sorted(clips)
+
+
+def test_a_killed_run_leaves_a_temporary_that_the_next_run_removes(tmp_path, grid_dir):
+    rows = [{"clip_id": p.stem, "video_path": str(p)} for p in sorted(grid_dir.glob("*.mpg"))[:5]]
+    catalogue = make_catalogue(tmp_path / "download", rows)
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump({"faces": to_dict(FacesParams(workers=1))}))
+    command = [sys.executable, "-m", "stages.faces", "--params", str(params_file),
+               "--catalogue", str(catalogue), "--out", str(tmp_path / "faces")]
+    run = subprocess.Popen(command, cwd=REPO, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".faces.*.tmp/.tracks/*.pickle")):  # pass 1 under way
+        assert run.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    run.kill()
+    run.wait()
+    (stale,) = tmp_path.glob(".faces.*.tmp")
+    assert not (tmp_path / "faces").exists()
+    subprocess.run(command, cwd=REPO, check=True, capture_output=True)
+    assert not stale.exists() and list(tmp_path.glob(".faces.*")) == []
+    faces = pq.read_table(tmp_path / "faces" / "faces-00000.parquet").column("clip_id")
+    assert faces.to_pylist() == [row["clip_id"] for row in rows]
 
 
 # --- ground truth: the embedded demo corpus ------------------------------------------------

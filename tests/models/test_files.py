@@ -1,4 +1,5 @@
-"""Model files that cannot be loaded are refused with one error naming the file and why."""
+"""Model files: identical weights give identical bytes; files that cannot be loaded are refused
+with one error naming the file and why."""
 
 import fractions
 import traceback
@@ -8,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.models.files import ModelFileError, load_model_payload
+from pipeline.models.files import ModelFileError, load_model_payload, save_model_file
+from pipeline.models.vae import FaceVAE, VaeConfig
 from tests.factories import write_wav
 
 NOT_AN_ARCHIVE = "not a model file (not a PyTorch archive written by torch.save)"
@@ -78,3 +80,27 @@ def test_a_model_of_another_kind_is_named(tmp_path):
 def test_a_missing_file_stays_a_file_not_found_error(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"no\.pt"):
         load_model_payload(tmp_path / "no.pt", "FaceVAE")
+
+
+def tiny_vae(seed: int) -> FaceVAE:
+    torch.manual_seed(seed)
+    return FaceVAE(VaeConfig(image_size=16, feature_dim=8, latent_dim=4, code_dim=4,
+                             channels=(4,)))
+
+
+def test_identical_weights_give_identical_bytes_wherever_saved(tmp_path):
+    provenance = {"params": {"beta": 1.0}, "epoch": 2}
+    first = save_model_file(tmp_path / "a" / "model.pt", "FaceVAE", tiny_vae(0), provenance)
+    second = save_model_file(tmp_path / "b" / "other.pt", "FaceVAE", tiny_vae(0), provenance)
+    assert first.read_bytes() == second.read_bytes()
+    # no trace of the (random) temporary name the file was written under
+    assert {name.split("/")[0] for name in zipfile.ZipFile(first).namelist()} == {"archive"}
+    assert not list(tmp_path.rglob("*.tmp"))
+    payload = load_model_payload(second, "FaceVAE")
+    assert payload["provenance"] == provenance
+
+
+def test_other_weights_give_other_bytes(tmp_path):
+    first = save_model_file(tmp_path / "a.pt", "FaceVAE", tiny_vae(0), {})
+    second = save_model_file(tmp_path / "b.pt", "FaceVAE", tiny_vae(1), {})
+    assert first.read_bytes() != second.read_bytes()

@@ -1,4 +1,5 @@
 import json
+import zipfile
 
 import pytest
 import torch
@@ -115,6 +116,9 @@ def test_checkpoint_loads_weights_only_with_provenance(tmp_path):
     assert payload["global_step"] == 2 * 5  # ceil(37 / 8) steps per epoch
     assert "state" in payload["optimizer"] and payload["rng"]["torch"].dtype == torch.uint8
     assert not list(tmp_path.glob("*.tmp"))
+    # the zip's folder is not the random temporary name the file was written under
+    names = zipfile.ZipFile(tmp_path / CHECKPOINT_NAME).namelist()
+    assert {name.split("/")[0] for name in names} == {"archive"}
 
 
 def test_data_order_is_a_function_of_seed_and_epoch():

@@ -28,17 +28,22 @@ from PIL import Image
 from scipy.interpolate import RBFInterpolator
 from scipy.ndimage import gaussian_filter
 
-# Landmark groups of dlib's 68-point model (iBUG 300-W order).
-JAW = np.arange(0, 17)
-BROW_L, BROW_R = np.arange(17, 22), np.arange(22, 27)  # image-left, image-right
-BROWS = np.arange(17, 27)
-NOSE_BRIDGE, NOSE_BASE = np.arange(27, 31), np.arange(31, 36)
-EYE_L, EYE_R = np.arange(36, 42), np.arange(42, 48)
-UPPER_LIDS = np.array([37, 38, 43, 44])
-LOWER_LIDS = np.array([40, 41, 46, 47])
-MOUTH = np.arange(48, 68)
-UPPER_LIP = np.array([49, 50, 51, 52, 53, 61, 62, 63])
-LOWER_LIP = np.array([55, 56, 57, 58, 59, 65, 66, 67])
+from pipeline.dlib_models import (
+    BROWS,
+    JAW,
+    LEFT_BROW,
+    LEFT_EYE,
+    LOWER_LIDS,
+    LOWER_LIP,
+    MOUTH,
+    NOSE_BASE,
+    RIGHT_BROW,
+    RIGHT_EYE,
+    UPPER_LIDS,
+    UPPER_LIP,
+    face_detector,
+    load_model,
+)
 
 SOURCE_CROP = (103.0, 30.0)
 """Top-left corner (x, y) in the astronaut photo of the region a frame shows."""
@@ -159,29 +164,19 @@ def base_face() -> BaseFace:
     return BaseFace(image.astype(np.float32), detect_landmarks(image, upsample=1))
 
 
-@functools.cache
-def _dlib_models() -> tuple[object, object]:
-    import dlib
-
-    from pipeline.dlib_models import model_path
-
-    return dlib.get_frontal_face_detector(), dlib.shape_predictor(str(model_path("landmarks_68")))
-
-
 def detect_landmarks(image: np.ndarray, upsample: int = 0) -> np.ndarray:
     """Return the 68 landmarks (68, 2) of the largest face dlib finds in ``image``."""
-    detector, predictor = _dlib_models()
-    faces = detector(image, upsample)
+    faces = face_detector()(image, upsample)
     if not faces:
         raise ValueError("dlib found no face in the image")
     box = max(faces, key=lambda r: r.width() * r.height())
-    shape = predictor(image, box)
+    shape = load_model("landmarks_68")(image, box)
     return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
 
 
 def interocular(landmarks: np.ndarray) -> float:
     """Return the distance between the two eye centres."""
-    return float(np.linalg.norm(landmarks[EYE_R].mean(0) - landmarks[EYE_L].mean(0)))
+    return float(np.linalg.norm(landmarks[LEFT_EYE].mean(0) - landmarks[RIGHT_EYE].mean(0)))
 
 
 def identity_landmarks(landmarks: np.ndarray, g: FaceGeometry) -> np.ndarray:
@@ -194,7 +189,8 @@ def identity_landmarks(landmarks: np.ndarray, g: FaceGeometry) -> np.ndarray:
     angle_weight = np.exp(-(((np.arange(17) - 8) / 3.5) ** 2 - 1) ** 2)  # peaks at the angles
     p[JAW, 0] = cx + (p[JAW, 0] - cx) * (1 + 0.12 * g.jaw_width * angle_weight)
     p[JAW, 1] += 0.14 * d * g.chin_length * jaw_weight**2
-    for eye, brow, side in ((EYE_L, BROW_L, -1.0), (EYE_R, BROW_R, 1.0)):
+    # side: the image x direction each eye moves outward in (the subject's right is image left)
+    for eye, brow, side in ((RIGHT_EYE, RIGHT_BROW, -1.0), (LEFT_EYE, LEFT_BROW, 1.0)):
         centre = p[eye].mean(0)
         p[eye] = centre + (p[eye] - centre) * np.array([1.0, 1 + 0.18 * g.eye_size])
         p[eye, 0] += side * 0.07 * d * g.eye_distance
