@@ -202,6 +202,10 @@ class FacesParams:
     """Parallel worker processes (0 = number of cores)."""
     sheet_samples: Annotated[int, Field(ge=0, le=10_000)] = 48
     """Faces shown on the contact sheet."""
+    sequence_frames: Annotated[int, Field(ge=1, le=1000)] = 1
+    """K > 1: also crop K equally spaced frames per clip (002 section 5.1's training images),
+    aligned and masked as the chosen frame, into ``sequence-*.parquet``; 1: only the chosen
+    frame (no sequence shards)."""
     shard_mb: ShardMb = 128
     """Target size of an output Parquet shard in MB."""
 

@@ -53,7 +53,7 @@ from torch.utils.data import Dataset
 
 from pipeline.config import TrainDisentangledParams, to_dict
 from pipeline.images import psnr
-from pipeline.loaders import SplitTensors, load_split, read_meta
+from pipeline.loaders import SplitTensors, frame_shards, load_frames, load_split, read_meta
 from pipeline.models.disentangled import (
     MODEL_KIND,
     DisentangledConfig,
@@ -389,7 +389,13 @@ class TrainingData:
     """The faces a 002 model trains and is checked on, with what the model file records."""
 
     train: SplitTensors
+    """Training faces: the clips' equally spaced frames when the dataset has them (002
+    section 5.1), else each clip's chosen frame."""
     val: SplitTensors
+    """Validation faces, of the same kind."""
+    chosen: SplitTensors
+    """The training clips' chosen frames (where the labelled expression shows): the mean
+    expression of each emotion is taken over these."""
     emotions: tuple[str, ...]
     """The dataset's emotion names (empty without labels)."""
     face_size: int
@@ -400,11 +406,14 @@ class TrainingData:
 def read_training_data(dataset_dir: str | Path) -> TrainingData:
     """Return the train and val faces of the dataset stage's output (no audio)."""
     meta = read_meta(dataset_dir)
-    return TrainingData(
-        load_split(dataset_dir, "train", with_audio=False),
-        load_split(dataset_dir, "val", with_audio=False),
-        tuple(meta["emotions"]), int(meta["face_size"]), dataset_fingerprint(dataset_dir),
-    )
+    chosen = load_split(dataset_dir, "train", with_audio=False)
+    if frame_shards(dataset_dir, "train"):
+        train, val = load_frames(dataset_dir, "train"), load_frames(dataset_dir, "val")
+        log.info("training on %d equally spaced frames of %d clips", len(train), len(chosen))
+    else:
+        train, val = chosen, load_split(dataset_dir, "val", with_audio=False)
+    return TrainingData(train, val, chosen, tuple(meta["emotions"]), int(meta["face_size"]),
+                        dataset_fingerprint(dataset_dir))
 
 
 def model_config(params: TrainDisentangledParams, face_size: int) -> DisentangledConfig:
@@ -494,8 +503,8 @@ def model_provenance(
     """
     means: list[list[float]] = []
     if data.emotions:
-        z_e = expression_latents(model, data.train.face)
-        means = expression_means(z_e, data.train.emotion, len(data.emotions)).tolist()
+        z_e = expression_latents(model, data.chosen.face)
+        means = expression_means(z_e, data.chosen.emotion, len(data.emotions)).tolist()
     return {"params": to_dict(params), "emotions": list(data.emotions),
             "expression_means": means, "epoch": epoch, "data": data.fingerprint,
             "git_revision": git_revision()}

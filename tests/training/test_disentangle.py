@@ -1,5 +1,6 @@
 import json
 
+import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
@@ -216,3 +217,28 @@ def test_the_stage_refuses_a_model_it_does_not_train(tmp_path, repo_root, datase
 
 def test_params_default_to_the_demo_section():
     assert TrainDisentangledParams().model == "disentangled"
+
+
+def test_training_takes_the_equally_spaced_frames_when_the_dataset_has_them(dataset):
+    import numpy as np
+    import pyarrow as pa
+
+    from pipeline.schemas import DATASET_FRAMES
+    from pipeline.shards import ShardWriter
+    from pipeline.training.disentangle import read_training_data
+
+    chosen = read_training_data(dataset)
+    assert chosen.train.clip_id == chosen.chosen.clip_id  # no frames: the chosen ones
+    for split in ("train", "val"):
+        clips = pq.read_table(next((dataset / split).glob("part-*.parquet"))).to_pylist()
+        rows = [{**{k: c[k] for k in ("clip_id", "speaker_id", "emotion", "emotion_index",
+                                        "split", "face_size")},
+                 "frame_index": f, "face": np.full(256, f, np.uint8).tobytes()}
+                for c in clips for f in (9, 3)]
+        with ShardWriter(dataset / split, "frames", DATASET_FRAMES, 2**20, 8) as writer:
+            writer.write(pa.Table.from_pylist(rows))
+    data = read_training_data(dataset)
+    assert len(data.train) == 2 * len(data.chosen) == 36 and len(data.val) == 12
+    assert data.train.clip_id[:2] == [data.chosen.clip_id[0]] * 2  # by clip, then frame
+    assert data.train.face[0].mean().item() == pytest.approx(3 / 255)
+    assert data.fingerprint != chosen.fingerprint  # resuming cannot mix the two
