@@ -371,6 +371,18 @@ class TrainVoiceParams:
 
 
 @dataclass(frozen=True, config=CONFIG)
+class TrainVoiceDisentangledParams:
+    """``train_voice_disentangled``: what differs from ``train_voice`` for 002's face model.
+
+    That stage trains with every ``train_voice`` setting except these (its own share of the
+    demo's time budget); ``stages.train_voice --overrides train_voice_disentangled``.
+    """
+
+    epochs: Annotated[int, Field(ge=1, le=100_000)] = 10
+    """Training epochs (demo budget of the second system; train_voice.epochs: 40)."""
+
+
+@dataclass(frozen=True, config=CONFIG)
 class TrainDisentangledParams:
     """The ``train_disentangled`` stage: paper 002's identity / expression face model.
 
@@ -470,6 +482,7 @@ SECTIONS: dict[str, type] = {
     "train_vae": TrainVaeParams,
     "train_voice": TrainVoiceParams,
     "train_disentangled": TrainDisentangledParams,
+    "train_voice_disentangled": TrainVoiceDisentangledParams,
     "evaluate": EvaluateParams,
     "evaluate_expression": EvaluateExpressionParams,
 }

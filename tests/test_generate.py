@@ -219,7 +219,7 @@ def test_model_files_swapped_exit_2_naming_the_kind(model_files, tmp_path, caplo
                      "--vae", str(voice), "--voice", str(vae)])
     assert code == 2
     assert [r.getMessage() for r in caplog.records] == [
-        f"{voice}: not a FaceVAE model file (its kind is 'VoiceEncoder')"]
+        f"{voice}: not a FaceVAE or DisentangledFace model file (its kind is 'VoiceEncoder')"]
 
 
 @pytest.mark.parametrize("size, message", [
