@@ -5,14 +5,28 @@ audio) twice, as ``dataset`` stage shards and as one PNG + one WAV file per clip
 every sample once from each in a shuffled order, in the same process, with warm page caches
 (goal: shards >= 10x). Also times :func:`pipeline.loaders.load_split` (whole split to tensors).
 
-    python benchmarks/loader.py [--clips 2000] [--workers 0]
+After one untimed pass of every reader, each round times every reader once, back to back;
+the figures are medians over the rounds, and each ratio is the median of the per-round
+ratios to the baseline (with their range), so that other work on a shared machine weighs
+on both sides of a ratio alike. The load average is printed before and after.
+
+    python benchmarks/loader.py [--clips 2000] [--workers 0] [--rounds 5]
+
+A script imports ``pipeline`` from the venv's editable install, which may be another checkout
+(a worktree sharing a venv): ``PYTHONPATH=.`` measures this one. The last line names it.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
+import os
+import resource
+import statistics
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -75,12 +89,63 @@ class PngWavDataset(Dataset):
                 "emotion": torch.tensor(2), "clip_id": f"c{i:05d}"}
 
 
-def rate(loader: DataLoader) -> tuple[float, float, int]:
-    """Return (samples/s of wall time, samples/s of this process's CPU time, samples)."""
-    wall, cpu, n = time.perf_counter(), time.process_time(), 0
-    for batch in loader:
-        n += len(batch["clip_id"])
-    return n / (time.perf_counter() - wall), n / (time.process_time() - cpu), n
+@dataclass(frozen=True)
+class Pass:
+    """One timed read of every sample: wall seconds, this process's CPU seconds, samples."""
+
+    wall: float
+    user: float
+    system: float
+    samples: int
+
+    def per_second(self, column: str) -> float:
+        """Return samples per second of ``wall`` or of ``cpu`` (user + system) time."""
+        seconds = self.wall if column == "wall" else self.user + self.system
+        return self.samples / seconds
+
+
+def timed(read: Callable[[], int]) -> Pass:
+    """Return the :class:`Pass` of ``read()``, which returns the samples it read."""
+    wall, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+    n = read()
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return Pass(time.perf_counter() - wall, after.ru_utime - before.ru_utime,
+                after.ru_stime - before.ru_stime, n)
+
+
+def count(loader: DataLoader) -> int:
+    """Return the samples in one pass over ``loader``."""
+    return sum(len(batch["clip_id"]) for batch in loader)
+
+
+def rounds_of(readers: dict[str, Callable[[], int]], rounds: int) -> dict[str, list[Pass]]:
+    """Return every reader's passes, one per round, after an untimed pass of each."""
+    for read in readers.values():
+        read()  # warms the page cache and the allocators for every reader
+    passes: dict[str, list[Pass]] = {name: [] for name in readers}
+    for _ in range(rounds):
+        for name, read in readers.items():
+            passes[name].append(timed(read))
+    return passes
+
+
+def summary(passes: list[Pass], base: list[Pass], column: str) -> str:
+    """Return "median samples/s (median ratio to base, its range)" of ``column``."""
+    ratios = [ours.per_second(column) / theirs.per_second(column)
+              for ours, theirs in zip(passes, base, strict=True)]
+    return (f"{statistics.median(p.per_second(column) for p in passes):6.0f}/s "
+            f"({statistics.median(ratios):4.1f}x, {min(ratios):4.1f}-{max(ratios):4.1f})")
+
+
+def cpu_split(passes: list[Pass]) -> str:
+    """Return the user and system CPU microseconds per sample over all ``passes``.
+
+    Summed over the rounds: the kernel splits CPU time between user and system by ticks,
+    too coarse for one pass of the fast readers.
+    """
+    samples = sum(p.samples for p in passes)
+    user, system = (1e6 * sum(getattr(p, f) for p in passes) / samples for f in ("user", "system"))
+    return f"{user:4.0f} + {system:4.0f} us"
 
 
 def main() -> None:
@@ -88,7 +153,9 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=2000)
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers (both)")
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=5, help="timed passes of every reader")
     args = parser.parse_args()
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         write_both(root, args.clips)
@@ -102,20 +169,27 @@ def main() -> None:
                 PngWavDataset(root / "files", args.clips), batch_size=args.batch,
                 shuffle=True, num_workers=args.workers),
         }
-        for loader in loaders.values():
-            rate(loader)  # warm the page cache for every reader
-        rates = {name: rate(loader) for name, loader in loaders.items()}
-        start = time.perf_counter()
-        split = load_split(root / "shards", "train")
-        memory_rate = len(split) / (time.perf_counter() - start)
-    assert {n for _, _, n in rates.values()} == {args.clips}
-    base_wall, base_cpu, _ = rates["per-clip PNG + WAV"]
-    print(f"{args.clips} samples, batch {args.batch}, {args.workers} DataLoader workers "
-          "(cpu: this process only, meaningful with 0 workers)")
-    for name, (wall, cpu, _) in rates.items():
-        print(f"  {name:31}: {wall:8.0f} samples/s wall ({wall / base_wall:5.1f}x) | "
-              f"{cpu:8.0f} samples/s cpu ({cpu / base_cpu:5.1f}x)   goal >= 10x")
-    print(f"  {'load_split to memory':31}: {memory_rate:8.0f} samples/s wall")
+        readers = {name: (lambda loader=loader: count(loader))
+                   for name, loader in loaders.items()}
+        passes = rounds_of(readers, args.rounds)
+        # A training run calls load_split once, not once per epoch: its rounds come after the
+        # streaming readers', whose passes would otherwise start on the hundreds of MB it frees
+        # (pages the kernel must zero again, as perf shows in clear_page_erms).
+        passes |= rounds_of({"load_split to memory": lambda: len(
+            load_split(root / "shards", "train"))}, args.rounds)
+    if {p.samples for runs in passes.values() for p in runs} != {args.clips}:
+        raise RuntimeError(f"a reader did not read all {args.clips} samples: {passes}")
+    base = passes["per-clip PNG + WAV"]
+    print(f"{args.clips} samples, batch {args.batch}, {args.workers} DataLoader workers; "
+          f"median of {args.rounds} rounds, ratio to PNG + WAV as median and range "
+          "(goal: shards >= 10x); cpu and its user + system split: this process only, "
+          "meaningful with 0 workers")
+    for name, runs in passes.items():
+        print(f"  {name:29}: wall {summary(runs, base, 'wall')} | cpu "
+              f"{summary(runs, base, 'cpu')} = {cpu_split(runs)} per sample")
+    print(f"load average (1, 5, 15 min): before {', '.join(f'{x:.1f}' for x in load_before)}; "
+          f"after {', '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
+    print(f"code measured: {inspect.getsourcefile(load_split)}")
 
 
 if __name__ == "__main__":

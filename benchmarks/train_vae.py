@@ -11,7 +11,8 @@ stage output, read two ways:
 
 Prints, per device, thread count and mode, the training images/s and the share of training
 time spent waiting for the next batch (goal: < 10 %). Without ``--dataset`` it writes a
-synthetic dataset (random 64x64 faces, 8 kHz noise audio) under a temporary directory. The
+synthetic dataset (random 64x64 faces, 8 kHz noise audio) under a temporary directory; a
+``--dataset`` without a dataset stage output is skipped with a line that says so. The
 machine's load average is printed: on a shared machine the figures are lower bounds.
 
     .venv/bin/python benchmarks/train_vae.py [--params params.yaml] [--dataset data/dataset]
@@ -32,7 +33,7 @@ import pyarrow as pa
 import torch
 
 from pipeline.config import TrainVaeParams, load_params
-from pipeline.loaders import ShardDataset, load_split, read_meta
+from pipeline.loaders import META_JSON, ShardDataset, load_split, read_meta
 from pipeline.models.emotion_code import emotion_codes
 from pipeline.models.vae import FaceVAE
 from pipeline.schemas import DATASET
@@ -95,6 +96,10 @@ def main() -> None:
                         help="torch CPU thread counts to try (0 = torch default)")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers (streaming)")
     args = parser.parse_args()
+    if args.dataset is not None and not (args.dataset / META_JSON).is_file():
+        print(f"train_vae benchmark skipped: {args.dataset} holds no dataset stage output "
+              f"({META_JSON} absent; `dvc repro dataset` writes it)")
+        return
     params: TrainVaeParams = load_params(args.params, "train_vae")
 
     default_threads = torch.get_num_threads()

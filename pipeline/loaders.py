@@ -97,39 +97,43 @@ class RawRows:
 
     def sample(self, i: int) -> dict[str, Any]:
         """Return row ``i`` as a sample dict of float tensors."""
-        sample = {"face": torch.from_numpy(_face_float(self.face[i]))}
+        sample = {"face": torch.from_numpy(_scale_faces(self.face[i].astype(np.float32)))}
         if self.pcm is not None:
-            sample["audio"] = torch.from_numpy(_audio_float(self.pcm[i]))
+            sample["audio"] = torch.from_numpy(_scale_audio(self.pcm[i].astype(np.float32)))
         return sample | {"emotion": torch.tensor(self.emotion[i]),
                          "speaker_id": self.speaker_id[i], "clip_id": self.clip_id[i],
                          "sex": self.sex[i]}
 
 
-def _face_float(face: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    return np.divide(face, np.float32(255.0), out=out, dtype=np.float32)
+def _scale_faces(face: np.ndarray) -> np.ndarray:
+    """Return float32 ``face`` (uint8 values) divided in place by 255, into [0, 1]."""
+    # Casting first, then one float pass in place, costs less than casting inside the
+    # arithmetic (numpy's buffered mixed-type loop), for the same values.
+    return np.divide(face, np.float32(255.0), out=face)
 
 
-def _audio_float(pcm: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+def _scale_audio(audio: np.ndarray) -> np.ndarray:
+    """Return float32 ``audio`` (int16 values) scaled in place by 1/32768, into [-1, 1)."""
     # 1/32768 is a power of two: the product is exact, the same as dividing.
-    return np.multiply(pcm, np.float32(1 / 32768), out=out, dtype=np.float32)
+    return np.multiply(audio, np.float32(1 / 32768), out=audio)
 
 
 def collate_rows(rows: list[tuple[RawRows, int]]) -> dict[str, Any]:
     """Return a batch dict built from ``(rows, index)`` pairs in one pass per column.
 
-    Gathers and converts to float32 straight into the batch tensors, which costs less
-    than converting every sample and stacking them afterwards.
+    Gathers (casting to float32) straight into the batch arrays and scales them in one pass,
+    which costs less than converting every sample and stacking them afterwards.
     """
     first = rows[0][0]
     face = np.empty((len(rows), *first.face.shape[1:]), np.float32)
     for k, (group, i) in enumerate(rows):
-        _face_float(group.face[i], out=face[k])
-    batch = {"face": torch.from_numpy(face)}
+        face[k] = group.face[i]
+    batch = {"face": torch.from_numpy(_scale_faces(face))}
     if first.pcm is not None:
         audio = np.empty((len(rows), first.pcm.shape[1]), np.float32)
         for k, (group, i) in enumerate(rows):
-            _audio_float(group.pcm[i], out=audio[k])
-        batch["audio"] = torch.from_numpy(audio)
+            audio[k] = group.pcm[i]
+        batch["audio"] = torch.from_numpy(_scale_audio(audio))
     batch["emotion"] = torch.from_numpy(np.array([g.emotion[i] for g, i in rows], np.int64))
     for key in ("speaker_id", "clip_id", "sex"):
         batch[key] = [getattr(g, key)[i] for g, i in rows]
@@ -249,18 +253,24 @@ class ShardDataset(IterableDataset):
     def _rows(
         self, groups: list[tuple[str, int, int]], rng: np.random.Generator
     ) -> Iterator[tuple[RawRows, int]]:
-        files: dict[str, pq.ParquetFile] = {}
-        try:
-            for path, index, _ in groups:
-                if path not in files:
-                    files[path] = pq.ParquetFile(path)
-                rows = read_rows(files[path].read_row_group(index, columns=self.columns))
-                order = rng.permutation(len(rows)) if self.shuffle else range(len(rows))
-                for i in order:
-                    yield rows, int(i)
-        finally:
-            for parquet in files.values():
-                parquet.close()
+        for rows in _read_row_groups(groups, self.columns):
+            order = rng.permutation(len(rows)) if self.shuffle else range(len(rows))
+            for i in order:
+                yield rows, int(i)
+
+
+def _read_row_groups(groups: list[tuple[str, int, int]], columns: list[str]) -> Iterator[RawRows]:
+    """Yield the rows of each ``(path, row group index, rows)`` of ``groups``, in order."""
+    files: dict[str, pq.ParquetFile] = {}
+    try:
+        for path, index, _ in groups:
+            if path not in files:
+                # Mapping the file saves copying it through read(): row groups read ~1.5x faster.
+                files[path] = pq.ParquetFile(path, memory_map=True)
+            yield read_rows(files[path].read_row_group(index, columns=columns))
+    finally:
+        for parquet in files.values():
+            parquet.close()
 
 
 def _chunks(items: Iterator[T], size: int) -> Iterator[list[T]]:
@@ -338,13 +348,17 @@ def load_split(dataset_dir: str | Path, split: str, *, with_audio: bool = True) 
     paths = split_shards(dataset_dir, split)
     if not paths:
         raise FileNotFoundError(f"no shards for split {split!r} in {dataset_dir}")
-    columns = _columns(with_audio)
-    table = pa.concat_tables(pq.read_table(p, columns=columns) for p in paths)
-    rows = read_rows(table.sort_by("clip_id"))
-    audio = (_audio_float(rows.pcm) if rows.pcm is not None
-             else np.zeros((len(rows), 0), np.float32))
-    return SplitTensors(torch.from_numpy(_face_float(rows.face)), torch.from_numpy(audio),
-                        torch.from_numpy(rows.emotion), rows.speaker_id, rows.clip_id, rows.sex)
+    groups = _read_row_groups(_list_row_groups(paths), _columns(with_audio))
+    refs = [(rows, i) for rows in groups for i in range(len(rows))]
+    if not refs:
+        raise ValueError(f"split {split!r} in {dataset_dir} has no rows")
+    # Gathering the rows in clip order straight into the float tensors copies the audio once;
+    # sorting the Arrow table first copied it twice more.
+    refs.sort(key=lambda ref: ref[0].clip_id[ref[1]])
+    batch = collate_rows(refs)
+    audio = batch.get("audio", torch.zeros((len(refs), 0)))
+    return SplitTensors(batch["face"], audio, batch["emotion"], batch["speaker_id"],
+                        batch["clip_id"], batch["sex"])
 
 
 FRAMES_PREFIX = "frames"

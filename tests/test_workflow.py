@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from tests.workflow import (
+    ALL_STAGES,
     TINY_PARAMS,
     changed_stages,
     dvc,
@@ -32,8 +33,6 @@ pytestmark = pytest.mark.slow
 
 DOWNSTREAM_OF_DATASET = {"dataset", "train_vae", "train_voice", "evaluate"}
 DATA_STAGES = ("download", "faces", "audio", "dataset")
-ALL_STAGES = {"sources", "download", "faces", "audio", "dataset", "train_vae", "train_voice",
-              "evaluate"}
 # `sources` (always_changed) runs on every `dvc repro` that reaches it; what it writes is
 # unchanged unless the local files download reads did change.
 ALWAYS = {"sources"}

@@ -16,6 +16,8 @@ from typing import Any
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+ALL_STAGES = frozenset(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])
+"""Every stage of the pipeline: a full `dvc repro` of a fresh project runs each of them."""
 VENV_BIN = Path(sys.executable).parent
 
 # Small enough that a full `dvc repro` takes about a minute on 2 cores, large enough that the
