@@ -390,7 +390,7 @@ def load_frames(dataset_dir: str | Path, split: str) -> SplitTensors:
     faces = fixed_size_blobs(table.column("face"), np.uint8).reshape(-1, 1, size, size)
     emotion = pc.fill_null(table.column("emotion_index"), NO_EMOTION).to_numpy().astype(np.int64)
     n = table.num_rows
-    return SplitTensors(torch.from_numpy(_face_float(faces)), torch.zeros(n, 0),
+    return SplitTensors(torch.from_numpy(_scale_faces(faces.astype(np.float32))), torch.zeros(n, 0),
                         torch.from_numpy(emotion), table.column("speaker_id").to_pylist(),
                         table.column("clip_id").to_pylist(), [""] * n)
 

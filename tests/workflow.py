@@ -35,6 +35,13 @@ TINY_PARAMS: dict[str, Any] = {
     "train_voice.checkpoint_every": 1,
     "evaluate.clustering_runs": 3,
     "evaluate.face_embedding": False,
+    "train_disentangled.rounds": 1,
+    "train_disentangled.identity_epochs": 1,
+    "train_disentangled.expression_epochs": 1,
+    "train_disentangled.baseline_epochs": 1,
+    "train_disentangled.checkpoint_every": 1,
+    "train_voice_disentangled.epochs": 1,
+    "evaluate_expression.clustering_runs": 3,
 }
 
 RUNNING = re.compile(r"Running stage '([\w-]+)'")

@@ -96,7 +96,8 @@ def expression_table(
 
     ``rows``: row -> group -> latents ``(N, D)`` (a group may be missing for a row).
     Columns ``<group>`` and ``<group>_std`` (NaN where the row has no latents for the group);
-    the last row, ``chance``, is the clustering's chance level of each group's labels.
+    the last row, ``chance``, is the clustering's chance level of each group's labels. A
+    group of fewer faces than ``clusters`` is clustered into as many clusters as faces.
     """
     records, chance = {}, {}
     for name, latents in rows.items():
@@ -105,7 +106,8 @@ def expression_table(
             if group not in latents:
                 record |= {group: np.nan, f"{group}_std": np.nan}
                 continue
-            result = cluster_accuracy(latents[group], faces.emotion.tolist(), params.clusters,
+            k = min(params.clusters, len(faces.emotion))
+            result = cluster_accuracy(latents[group], faces.emotion.tolist(), k,
                                       params.clustering_runs, params.seed)
             record |= {group: result.mean, f"{group}_std": result.std}
             chance[group] = result.chance

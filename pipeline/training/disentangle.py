@@ -63,7 +63,6 @@ from pipeline.models.disentangled import (
 )
 from pipeline.models.inference import batched
 from pipeline.models.registry import face_model_entry
-from pipeline.runtime import git_revision
 from pipeline.training.fit import (
     RESUME_IGNORED,
     AdversarialStep,
@@ -506,8 +505,7 @@ def model_provenance(
         z_e = expression_latents(model, data.chosen.face)
         means = expression_means(z_e, data.chosen.emotion, len(data.emotions)).tolist()
     return {"params": to_dict(params), "emotions": list(data.emotions),
-            "expression_means": means, "epoch": epoch, "data": data.fingerprint,
-            "git_revision": git_revision()}
+            "expression_means": means, "epoch": epoch, "data": data.fingerprint}
 
 
 def train_disentangled(

@@ -33,7 +33,6 @@ import torch.nn.functional as F
 from pipeline.config import TrainDisentangledParams, to_dict
 from pipeline.models.disentangled import BaselineVAE, save_model
 from pipeline.models.files import load_model_payload, save_model_file
-from pipeline.runtime import git_revision
 from pipeline.training.disentangle import (
     RESUME_IGNORED_HERE,
     Run,
@@ -138,7 +137,7 @@ def train_expression_baselines(
         model, speakers = train_baseline_vae(params, data, conditional, checkpoint_dir / name)
         written[name] = save_model_file(out_dir / baseline_file(name), BASELINE_KIND, model, {
             "params": to_dict(params), "row": name, "speakers": list(speakers),
-            "data": data.fingerprint, "git_revision": git_revision()})
+            "data": data.fingerprint})
     return written
 
 
