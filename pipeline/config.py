@@ -394,15 +394,15 @@ class TrainDisentangledParams:
 
     seed: Seed = 0
     """Seed of initialisation, shuffling, pair draws and sampling."""
-    rounds: Annotated[int, Field(ge=1, le=1000)] = 3
+    rounds: Annotated[int, Field(ge=1, le=1000)] = 2
     """Identity stage then expression stage, repeated this many times (002 section 4.1.3)."""
-    identity_epochs: Annotated[int, Field(ge=1, le=100_000)] = 4
+    identity_epochs: Annotated[int, Field(ge=1, le=100_000)] = 3
     """Epochs of each identity stage (002 eq. 1; preset 100, or 50 when iterating)."""
-    expression_epochs: Annotated[int, Field(ge=1, le=100_000)] = 6
+    expression_epochs: Annotated[int, Field(ge=1, le=100_000)] = 4
     """Epochs of each expression stage (002 eq. 5; preset 100, or 50 when iterating)."""
-    batch_size: Annotated[int, Field(ge=2, le=65_536)] = 16
+    batch_size: Annotated[int, Field(ge=2, le=65_536)] = 8
     """Faces per step (at least 2: the switch loss pairs faces of different speakers)."""
-    lr: Annotated[float, Field(ge=1e-8, le=1.0)] = 5e-4
+    lr: Annotated[float, Field(ge=1e-8, le=1.0)] = 2e-3
     """Adam learning rate at the start of each stage (002: 5e-4, betas 0.9 / 0.999)."""
     lr_decay: Annotated[float, Field(gt=0.0, le=1.0)] = 0.95
     """Learning rate factor per epoch within a stage (002: 0.95)."""
@@ -412,13 +412,13 @@ class TrainDisentangledParams:
         tuple[Annotated[int, Field(ge=1, le=4096)], ...], Field(min_length=1)
     ] = (8, 16, 32, 64)
     """Widths of the encoders' conv pairs (002 Table 1: 32, 64, 128, 256)."""
-    kl_weight: Annotated[float, Field(ge=0.0, le=1000.0)] = 1.0
+    kl_weight: Annotated[float, Field(ge=0.0, le=1000.0)] = 0.25
     """Weight of each KL term against the reconstruction (per-image pixel sum of squares)."""
     adversarial_weight: Annotated[float, Field(ge=0.0, le=1000.0)] = 1.0
     """Weight beta of the adversarial loss in the expression stage (002 eq. 5: 1)."""
     switch_weight: Annotated[float, Field(ge=0.0, le=1000.0)] = 10.0
     """Weight gamma of the switch loss in the expression stage (002 eq. 5: 10)."""
-    baseline_epochs: Annotated[int, Field(ge=1, le=100_000)] = 10
+    baseline_epochs: Annotated[int, Field(ge=1, le=100_000)] = 8
     """Epochs of the Table 3 comparison VAEs (unconditional, speaker C-VAE)."""
     checkpoint_every: Annotated[int, Field(ge=1, le=100_000)] = 5
     """Save a resumable checkpoint every N epochs."""

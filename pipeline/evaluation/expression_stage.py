@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from pipeline.config import EvaluateExpressionParams
 from pipeline.evaluation.expression import (
@@ -156,9 +157,7 @@ def _expression_tables(
             "rounds": expression_table(per_round, groups, params)}
 
 
-def _speaker_index(speakers: tuple[str, ...], speaker_ids: list[str]) -> Any:
-    import torch
-
+def _speaker_index(speakers: tuple[str, ...], speaker_ids: list[str]) -> torch.Tensor:
     unknown = sorted(set(speaker_ids) - set(speakers))
     if unknown:
         raise ValueError(f"the C-VAE knows no speaker {unknown[:3]}: it codes training "

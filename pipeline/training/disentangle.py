@@ -45,7 +45,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -63,6 +62,7 @@ from pipeline.models.disentangled import (
 )
 from pipeline.models.inference import batched
 from pipeline.models.registry import face_model_entry
+from pipeline.runtime import atomic_path
 from pipeline.training.fit import (
     RESUME_IGNORED,
     AdversarialStep,
@@ -81,6 +81,7 @@ IDENTITY, EXPRESSION = "identity", "expression"
 MODEL_FILE = "model.pt"
 ROUNDS_DIR = "rounds"
 RESUME_IGNORED_HERE = (*RESUME_IGNORED, "threads", "baseline_epochs")
+"""Params a checkpoint may differ in: none of them changes the weights of its epochs."""
 
 
 def round_file(round_number: int) -> str:
@@ -546,8 +547,6 @@ def train_disentangled(
 
 
 def _copy_rounds(source: Path, target: Path, rounds: int) -> None:
-    from pipeline.runtime import atomic_path
-
     for r in range(1, rounds + 1):
         path = source / round_file(r)
         if not path.is_file():
@@ -570,7 +569,3 @@ def final_metrics(model: DisentangledVAE, data: TrainingData, run: Run) -> dict[
     metrics["mean_face_mse"] = float((data.val.face - data.train.face.mean(dim=0)).pow(2).mean())
     return metrics
 
-
-def as_numpy(latents: torch.Tensor) -> np.ndarray:
-    """Return latents as float64 numpy (the evaluation's dtype)."""
-    return latents.double().numpy()

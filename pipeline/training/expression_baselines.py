@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.config import TrainDisentangledParams, to_dict
-from pipeline.models.disentangled import BaselineVAE, save_model
+from pipeline.models.disentangled import BaselineConfig, BaselineVAE, save_model
 from pipeline.models.files import load_model_payload, save_model_file
 from pipeline.training.disentangle import (
     RESUME_IGNORED_HERE,
@@ -143,8 +143,6 @@ def train_expression_baselines(
 
 def load_baseline_vae(path: str | Path) -> tuple[BaselineVAE, tuple[str, ...]]:
     """Return a Table 3 VAE / C-VAE saved by this stage (eval mode) and its coded speakers."""
-    from pipeline.models.disentangled import BaselineConfig
-
     payload = load_model_payload(path, BASELINE_KIND)
     config = BaselineConfig.from_dict(payload["config"])
     model = BaselineVAE(config.layers, config.code_dim)
