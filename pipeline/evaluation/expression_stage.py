@@ -108,8 +108,8 @@ def evaluate_expression(
                 "voice_to_face": _json(tables["voice_to_face"])}
     metrics["targets"] = targets(tables)
     save_png(swap_figure(model, groups[TEST], params.swap_faces), out_dir / SWAP_PNG)
-    figure_models = {"① conventional": load_disentangled(baselines_dir / baseline_file(
-        CONVENTIONAL)), "③ round 1": rounds[0], "④ iterated": model}
+    figure_models = {"1 conventional": load_disentangled(baselines_dir / baseline_file(
+        CONVENTIONAL)), "3 round 1": rounds[0], "4 iterated": model}
     save_png(interpolation_figure(figure_models, groups[TEST], params.interpolation_steps),
              out_dir / INTERPOLATION_PNG)
     atomic_write_text(out_dir / REPORT_MD, expression_report(tables, metrics["targets"], meta,
