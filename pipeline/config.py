@@ -227,6 +227,10 @@ class FacesParams:
     """Parallel worker processes (0 = number of cores)."""
     sheet_samples: Annotated[int, Field(ge=0, le=10_000)] = 48
     """Faces shown on the contact sheet."""
+    sequence_frames: Annotated[int, Field(ge=1, le=1000)] = 1
+    """K > 1: also crop K equally spaced frames per clip (002 section 5.1's training images),
+    aligned and masked as the chosen frame, into ``sequence-*.parquet``; 1: only the chosen
+    frame (no sequence shards)."""
     shard_mb: ShardMb = 128
     """Target size of an output Parquet shard in MB."""
 
@@ -471,6 +475,68 @@ class TrainEmotionParams:
 
 
 @dataclass(frozen=True, config=CONFIG)
+class TrainVoiceDisentangledParams:
+    """``train_voice_disentangled``: what differs from ``train_voice`` for 002's face model.
+
+    That stage trains with every ``train_voice`` setting except these (its own share of the
+    demo's time budget); ``stages.train_voice --overrides train_voice_disentangled``.
+    """
+
+    epochs: Annotated[int, Field(ge=1, le=100_000)] = 10
+    """Training epochs (demo budget of the second system; train_voice.epochs: 40)."""
+
+
+@dataclass(frozen=True, config=CONFIG)
+class TrainDisentangledParams:
+    """The ``train_disentangled`` stage: paper 002's identity / expression face model.
+
+    The paper preset (002 section 5.1, 64 px): ``channels [32, 64, 128, 256]``, ``lr
+    0.0005``, ``lr_decay 0.95``, ``identity_epochs`` and ``expression_epochs`` 100 (50 each
+    when ``rounds`` > 1), ``adversarial_weight 1``, ``switch_weight 10``, ``kl_weight 1``
+    (how its alpha_1 = 1e5, alpha_2 = 0.01 map to that: :mod:`pipeline.training.disentangle`).
+    """
+
+    seed: Seed = 0
+    """Seed of initialisation, shuffling, pair draws and sampling."""
+    rounds: Annotated[int, Field(ge=1, le=1000)] = 2
+    """Identity stage then expression stage, repeated this many times (002 section 4.1.3)."""
+    identity_epochs: Annotated[int, Field(ge=1, le=100_000)] = 3
+    """Epochs of each identity stage (002 eq. 1; preset 100, or 50 when iterating)."""
+    expression_epochs: Annotated[int, Field(ge=1, le=100_000)] = 4
+    """Epochs of each expression stage (002 eq. 5; preset 100, or 50 when iterating)."""
+    batch_size: Annotated[int, Field(ge=2, le=65_536)] = 8
+    """Faces per step (at least 2: the switch loss pairs faces of different speakers)."""
+    lr: Annotated[float, Field(ge=1e-8, le=1.0)] = 2e-3
+    """Adam learning rate at the start of each stage (002: 5e-4, betas 0.9 / 0.999)."""
+    lr_decay: Annotated[float, Field(gt=0.0, le=1.0)] = 0.95
+    """Learning rate factor per epoch within a stage (002: 0.95)."""
+    latent_dim: Annotated[int, Field(ge=1, le=4096)] = 64
+    """Size of each of z_i and z_e (002: 64)."""
+    channels: Annotated[
+        tuple[Annotated[int, Field(ge=1, le=4096)], ...], Field(min_length=1)
+    ] = (8, 16, 32, 64)
+    """Widths of the encoders' conv pairs (002 Table 1: 32, 64, 128, 256)."""
+    kl_weight: Annotated[float, Field(ge=0.0, le=1000.0)] = 0.25
+    """Weight of each KL term against the reconstruction (per-image pixel sum of squares)."""
+    adversarial_weight: Annotated[float, Field(ge=0.0, le=1000.0)] = 1.0
+    """Weight beta of the adversarial loss in the expression stage (002 eq. 5: 1)."""
+    switch_weight: Annotated[float, Field(ge=0.0, le=1000.0)] = 10.0
+    """Weight gamma of the switch loss in the expression stage (002 eq. 5: 10)."""
+    baseline_epochs: Annotated[int, Field(ge=1, le=100_000)] = 8
+    """Epochs of the Table 3 comparison VAEs (unconditional, speaker C-VAE)."""
+    checkpoint_every: Annotated[int, Field(ge=1, le=100_000)] = 5
+    """Save a resumable checkpoint every N epochs."""
+    device: Device = "auto"
+    """``auto`` (CUDA when present), ``cpu`` or ``cuda``."""
+    num_workers: Workers = 0
+    """DataLoader worker processes (0 = load in the training process)."""
+    threads: Workers = 0
+    """torch intra-op CPU threads (0 = torch's default, all cores; 1 is robust when shared)."""
+    model: str = "disentangled"
+    """Face model this stage trains, by its name in ``pipeline.models.registry.FACE_MODELS``."""
+
+
+@dataclass(frozen=True, config=CONFIG)
 class EvaluateParams:
     """The ``evaluate`` stage."""
 
@@ -519,6 +585,7 @@ class LipsParams:
     """Clips with landmarks on fewer than this share of their frames are quarantined."""
     dct_block: Annotated[int, Field(ge=0, le=512)] = 24
     """Keep the top-left N x N (lowest-frequency) DCT coefficients (0 = all)."""
+
     @field_validator("dct_block")
     @classmethod
     def _block_in_crop(cls, block: int, info: ValidationInfo) -> int:
@@ -549,7 +616,6 @@ class LipsParams:
     """Parallel worker processes (0 = number of cores)."""
     shard_mb: ShardMb = 128
     """Target size of an output Parquet shard in MB."""
-
 
 
 @dataclass(frozen=True, config=CONFIG)
@@ -595,6 +661,23 @@ class TrainGgdrmParams:
     """torch CPU threads (0 = all cores; tiny matrices: more threads only synchronise)."""
 
 
+@dataclass(frozen=True, config=CONFIG)
+class EvaluateExpressionParams:
+    """The ``evaluate_expression`` stage: 002 section 5.2 on the disentangled face model."""
+
+    seed: Seed = 0
+    """Seed of the clustering runs and the probes' folds."""
+    clusters: Annotated[int, Field(ge=1, le=1000)] = 9
+    """k of k-means++ (002 section 5.2.1: 9)."""
+    clustering_runs: Annotated[int, Field(ge=1, le=10_000)] = 100
+    """Seeded k-means++ runs per row, averaged (002: 100)."""
+    probe_folds: Annotated[int, Field(ge=2, le=100)] = 4
+    """Folds of the cross-validated speaker probe on the training speakers' faces."""
+    swap_faces: Annotated[int, Field(ge=1, le=64)] = 6
+    """Test speakers (columns) and expressions (rows) in the expression-swap figure."""
+    interpolation_steps: Annotated[int, Field(ge=2, le=64)] = 7
+    """Faces from the source to the target expression in the interpolation figure."""
+
 
 SECTIONS: dict[str, type] = {
     "download": DownloadParams,
@@ -609,6 +692,9 @@ SECTIONS: dict[str, type] = {
     "evaluate": EvaluateParams,
     "lips": LipsParams,
     "train_ggdrm": TrainGgdrmParams,
+    "train_disentangled": TrainDisentangledParams,
+    "train_voice_disentangled": TrainVoiceDisentangledParams,
+    "evaluate_expression": EvaluateExpressionParams,
 }
 
 

@@ -361,6 +361,40 @@ def load_split(dataset_dir: str | Path, split: str, *, with_audio: bool = True) 
                         batch["clip_id"], batch["sex"])
 
 
+FRAMES_PREFIX = "frames"
+"""Shards of equally spaced frames per clip (``faces.sequence_frames`` > 1) in a split."""
+
+
+def frame_shards(dataset_dir: str | Path, split: str) -> list[Path]:
+    """Return ``split``'s ``frames-*.parquet`` shards (none without sequence crops)."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    return list_shards(Path(dataset_dir) / split, FRAMES_PREFIX)
+
+
+def load_frames(dataset_dir: str | Path, split: str) -> SplitTensors:
+    """Return ``split``'s equally spaced frames in memory (by clip, then frame; no audio).
+
+    Each row is one frame of a clip with the clip's speaker and emotion label; ``sex`` is
+    empty (the frames table does not carry it). Raises ``FileNotFoundError`` when the
+    dataset has no frames (``faces.sequence_frames`` 1).
+    """
+    paths = frame_shards(dataset_dir, split)
+    if not paths:
+        raise FileNotFoundError(f"no frames shards for split {split!r} in {dataset_dir} "
+                                "(faces.sequence_frames is 1)")
+    columns = ["clip_id", "frame_index", "speaker_id", "emotion_index", "face", "face_size"]
+    table = pa.concat_tables(pq.read_table(p, columns=columns) for p in paths).sort_by(
+        [("clip_id", "ascending"), ("frame_index", "ascending")])
+    size = int(table.column("face_size")[0].as_py())
+    faces = fixed_size_blobs(table.column("face"), np.uint8).reshape(-1, 1, size, size)
+    emotion = pc.fill_null(table.column("emotion_index"), NO_EMOTION).to_numpy().astype(np.int64)
+    n = table.num_rows
+    return SplitTensors(torch.from_numpy(_scale_faces(faces.astype(np.float32))), torch.zeros(n, 0),
+                        torch.from_numpy(emotion), table.column("speaker_id").to_pylist(),
+                        table.column("clip_id").to_pylist(), [""] * n)
+
+
 def make_loader(
     dataset_dir: str | Path,
     split: str,

@@ -8,10 +8,12 @@ Layout on disk (paths come from ``dvc.yaml``):
 
 - ``download`` -> ``<out>/catalogue.parquet`` (:data:`CATALOGUE`), media under ``<out>/media/``;
   catalogue paths are relative to the catalogue's directory.
-- ``faces`` -> ``<out>/faces-NNNNN.parquet`` shards (:data:`FACES`).
+- ``faces`` -> ``<out>/faces-NNNNN.parquet`` shards (:data:`FACES`), and with
+  ``faces.sequence_frames`` > 1 ``<out>/sequence-NNNNN.parquet`` (:data:`SEQUENCE`).
 - ``audio`` -> ``<out>/audio-NNNNN.parquet`` shards (:data:`AUDIO`).
 - ``dataset`` -> ``<out>/{train,val,test}/part-NNNNN.parquet`` (:data:`DATASET`) and
-  ``<out>/meta.json`` (:data:`DATASET_META_KEYS`).
+  ``<out>/meta.json`` (:data:`DATASET_META_KEYS`); with sequence crops also
+  ``<out>/{train,val,test}/frames-NNNNN.parquet`` (:data:`DATASET_FRAMES`).
 - ``embed`` -> ``<out>/embeddings.parquet`` (:data:`SPEAKER_EMBEDDINGS`).
 - ``lips`` -> ``<out>/lips-NNNNN.parquet`` (:data:`LIPS`), ``image_coder.parquet``,
   ``meta.json``.
@@ -82,6 +84,17 @@ FACES = pa.schema(
     ]
 )
 
+SEQUENCE = pa.schema(
+    [
+        *_IDENTITY,
+        _field("frame_index", pa.int32(), "Index of the frame in the decoded video."),
+        _field("face", pa.binary(), "Face crop, uint8 grayscale, row-major size x size bytes "
+               "(aligned and masked as the chosen frame's)."),
+        _field("size", pa.int32(), "Side of the square crop in pixels."),
+    ]
+)
+"""The faces stage's crops of equally spaced frames (``faces.sequence_frames`` > 1)."""
+
 AUDIO = pa.schema(
     [
         *_IDENTITY,
@@ -124,6 +137,24 @@ SPEAKER_EMBEDDINGS = pa.schema(
         _field("source", pa.string(), "Audio (or video) file, relative to the catalogue."),
     ]
 )
+
+
+DATASET_FRAMES = pa.schema(
+    [
+        *_IDENTITY,
+        _field("speaker_id", pa.string(), "Speaker identity (CREMA-D: ActorID)."),
+        _field("emotion", pa.string(), "The clip's emotion code (of the whole clip, not of "
+               "this frame).", nullable=True),
+        _field("emotion_index", pa.int32(), "Position of emotion in meta.json's emotions; "
+               "null without emotion labels.", nullable=True),
+        _field("split", pa.string(), "train, val or test (the clip's)."),
+        _field("frame_index", pa.int32(), "Frame of the source video."),
+        _field("face", pa.binary(), "Face crop, uint8 grayscale, row-major face_size^2 bytes."),
+        _field("face_size", pa.int32(), "Side of the square face crop in pixels."),
+    ]
+)
+"""Equally spaced frames of the dataset's clips (``faces.sequence_frames`` > 1), in
+``<split>/frames-NNNNN.parquet`` beside the clips' ``part-*`` shards."""
 
 DATASET_META_KEYS = (
     "emotions",        # list[str]: label order; emotion_index indexes it; [] = no emotion labels

@@ -1,16 +1,18 @@
 """Generate a face from a voice: any WAV / MP3 / video file -> PNG.
 
 Usage: ``python -m stages.generate AUDIO --out face.png [--emotion HAP] [--params params.yaml]
-[--vae MODEL.pt --voice MODEL.pt] [--emotion-model MODEL.pt] [--size N]``. The audio goes
-through the audio stage's own code with the ``audio`` params section; the models default to
-the paths the ``train_voice`` stage of ``dvc.yaml`` reads and writes (its ``--vae`` and, for
-the first of ``train_voice.models``, ``--out``). The emotion defaults to the one read from
-the voice by the ``train_emotion`` stage's classifier, logged with its probability
-(``--emotion`` overrides it; without a classifier it is NEU, or the face model's first
-emotion if it has no NEU); a face model trained without emotion labels takes none, and
-``--emotion`` is then refused; the PNG is as large as the faces the face model was trained
-on (recorded in its file, whatever ``params.yaml`` says today) unless ``--size`` says
-otherwise.
+[--face-model NAME | --vae MODEL.pt --voice MODEL.pt] [--emotion-model MODEL.pt] [--size N]``.
+The audio goes through the audio stage's own code with the ``audio`` params section; the
+models default to the paths the voice stage of ``dvc.yaml`` for the face model
+``--face-model`` reads and writes (its ``--vae`` and ``--out``): ``vae`` (default, 003's VAE)
+is stage ``train_voice``, for the first of ``train_voice.models``; ``disentangled`` (002's
+model) is ``train_voice_disentangled``; ``--vae`` / ``--voice`` override them. The emotion
+defaults to the one read from the voice by the ``train_emotion`` stage's classifier, logged
+with its probability (``--emotion`` overrides it; without a classifier it is NEU, or the
+face model's first emotion if it has no NEU); a face model trained without emotion labels
+takes none, and ``--emotion`` is then refused; the PNG is as large as the faces the face
+model was trained on (recorded in its file, whatever ``params.yaml`` says today) unless
+``--size`` says otherwise.
 
 Exit status 2, with a message naming the file or argument and the reason, for a ``--size``
 outside 1..4096, an ``--out`` that is a directory, a missing model file or one that is not a
@@ -45,14 +47,20 @@ MAX_SIZE = 4096
 """Largest ``--size`` in pixels (a larger PNG only upscales a small face further)."""
 
 
-def stage_model_paths(dvc_yaml: str | Path, params: str | Path) -> tuple[str, str]:
-    """Return ``(vae model, voice model)``: the train_voice stage's ``--vae`` and ``--out``.
+VOICE_STAGES = {"vae": "train_voice", "disentangled": "train_voice_disentangled"}
+"""Face model name (:data:`pipeline.models.registry.FACE_MODELS`) -> the dvc.yaml stage that
+trains a voice model on it."""
+
+
+def stage_model_paths(dvc_yaml: str | Path, params: str | Path,
+                      stage: str = "train_voice") -> tuple[str, str]:
+    """Return ``(face model, voice model)``: a voice stage's ``--vae`` and ``--out`` model.
 
     ``train_voice`` is a ``foreach`` over ``train_voice.models``: the voice model is the
     first of them (read from ``params``), as ``evaluate``'s ``model`` row is.
     """
-    stage = yaml.safe_load(Path(dvc_yaml).read_text())["stages"]["train_voice"]
-    cmd = stage["do"]["cmd"] if "foreach" in stage else stage["cmd"]
+    definition = yaml.safe_load(Path(dvc_yaml).read_text())["stages"][stage]
+    cmd = definition["do"]["cmd"] if "foreach" in definition else definition["cmd"]
     cmd = cmd.replace("${item}", load_params(params, "train_voice").models[0])
     args = _stage_args(cmd, "stages.train_voice", train_voice.build_parser())
     return args.vae, str(Path(args.out) / MODEL_FILE)
@@ -91,8 +99,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--emotion-model", help="emotion classifier model.pt (default: dvc.yaml's "
                         "train_emotion --out; without it the default emotion is NEU)")
     parser.add_argument("--params", default="params.yaml", help="params.yaml (audio section)")
-    parser.add_argument("--vae", help="face model.pt (default: dvc.yaml's train_voice --vae)")
-    parser.add_argument("--voice", help="voice model.pt (default: dvc.yaml's train_voice --out)")
+    parser.add_argument("--face-model", choices=sorted(VOICE_STAGES), default="vae",
+                        help="whose model files to use by default: 003's VAE or 002's "
+                        "disentangled model (default vae)")
+    parser.add_argument("--vae", help="face model.pt (default: the --face-model voice stage's "
+                        "--vae in dvc.yaml)")
+    parser.add_argument("--voice", help="voice model.pt (default: the --face-model voice stage's "
+                        "--out in dvc.yaml)")
     parser.add_argument("--dvc-yaml", default="dvc.yaml", help="where the default paths are read")
     parser.add_argument("--size", type=png_size,
                         help="PNG side in pixels (default: the face model's own face size)")
@@ -104,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--out {args.out}: is a directory; give the PNG file to write")
     vae_path, voice_path = args.vae, args.voice
     if vae_path is None or voice_path is None:
-        default_vae, default_voice = stage_model_paths(args.dvc_yaml, args.params)
+        default_vae, default_voice = stage_model_paths(args.dvc_yaml, args.params,
+                                                       VOICE_STAGES[args.face_model])
         vae_path, voice_path = vae_path or default_vae, voice_path or default_voice
     for path in (vae_path, voice_path, args.emotion_model):
         if path is not None and not Path(path).is_file():

@@ -137,6 +137,28 @@ def test_default_model_paths_are_the_train_voice_stage_paths_in_dvc_yaml(repo_ro
     assert stage_emotion_path(repo_root / "dvc.yaml") in stages["train_emotion"]["outs"]
 
 
+def test_face_model_names_the_voice_stage_of_each_registered_face_model(repo_root):
+    from pipeline.models.registry import FACE_MODELS
+    from stages.generate import VOICE_STAGES
+
+    assert set(VOICE_STAGES) == set(FACE_MODELS)
+    stages = yaml.safe_load((repo_root / "dvc.yaml").read_text())["stages"]
+    face, voice = stage_model_paths(repo_root / "dvc.yaml", VOICE_STAGES["disentangled"])
+    assert face in stages["train_disentangled"]["outs"]
+    assert voice in stages["train_voice_disentangled"]["outs"]
+
+
+def test_face_model_picks_that_systems_model_files(tmp_path, capsys, monkeypatch):
+    wav = write_wav(tmp_path / "v.wav", speech_like(np.random.default_rng(2), 1.0, 8000), 8000)
+    monkeypatch.chdir(tmp_path)  # where nothing is trained: the default path is reported
+    with pytest.raises(SystemExit) as error:
+        main([str(wav), "--out", str(tmp_path / "f.png"), "--face-model", "disentangled",
+              "--dvc-yaml", str(REPO / "dvc.yaml"),
+              "--voice", str(tmp_path / "no_voice.pt")])
+    assert error.value.code == 2
+    assert "models/disentangled/model.pt: model file not found" in capsys.readouterr().err
+
+
 def test_missing_model_file_is_a_usage_error(tmp_path, capsys):
     wav = write_wav(tmp_path / "v.wav", speech_like(np.random.default_rng(2), 1.0, 8000), 8000)
     with pytest.raises(SystemExit) as error:
@@ -200,7 +222,7 @@ def test_model_files_swapped_exit_2_naming_the_kind(model_files, tmp_path, caplo
                      "--vae", str(voice), "--voice", str(vae)])
     assert code == 2
     assert [r.getMessage() for r in caplog.records] == [
-        f"{voice}: not a FaceVAE model file (its kind is 'VoiceEncoder')"]
+        f"{voice}: not a FaceVAE or DisentangledFace model file (its kind is 'VoiceEncoder')"]
 
 
 @pytest.mark.parametrize("size, message", [

@@ -31,7 +31,12 @@ from tests.workflow import (
 
 pytestmark = pytest.mark.slow
 
-DOWNSTREAM_OF_DATASET = {"dataset", "train_vae", "train_voice", "train_emotion", "evaluate"}
+DOWNSTREAM_OF_DATASET = {"dataset", "train_vae", "train_voice", "train_emotion", "evaluate"} | {
+    "train_disentangled", "train_expression_baselines", "train_voice_disentangled",
+    "evaluate_disentangled", "evaluate_expression"}
+AFTER_FACE_MODELS = {"train_disentangled", "train_expression_baselines",
+                     "train_voice_disentangled", "evaluate_disentangled", "evaluate_expression"}
+"""The 002 face model's stages: each imports pipeline/models and pipeline/training."""
 DATA_STAGES = ("download", "faces", "audio", "dataset")
 # `sources` (always_changed) runs on every `dvc repro` that reaches it; what it writes is
 # unchanged unless the local files download reads did change.
@@ -66,10 +71,13 @@ def test_noop_repro_after_a_full_run(reference):
 @pytest.mark.parametrize(
     ("key", "value", "changed", "reruns"),
     [
-        ("train_vae.lr", 0.002, {"train_vae"}, {"train_vae", "train_voice", "evaluate"}),
+        # evaluate_expression shows both face models' voice -> face rows side by side
+        ("train_vae.lr", 0.002, {"train_vae"},
+         {"train_vae", "train_voice", "evaluate", "evaluate_expression"}),
         ("audio.sample_rate", 16000, {"audio"}, {"audio"} | DOWNSTREAM_OF_DATASET),
         ("faces.crop_size", 48, {"faces"}, {"faces"} | DOWNSTREAM_OF_DATASET),
-        ("evaluate.clustering_runs", 5, {"evaluate"}, {"evaluate"}),
+        ("evaluate.clustering_runs", 5, {"evaluate", "evaluate_disentangled"},
+         {"evaluate", "evaluate_disentangled", "evaluate_expression"}),
     ],
 )
 def test_a_param_edit_reruns_exactly_the_stages_that_read_it(project, key, value, changed,
@@ -84,16 +92,21 @@ def test_a_param_edit_reruns_exactly_the_stages_that_read_it(project, key, value
 # it (deps name whole packages, so download covers sources.py too).
 STALE_AFTER_EDITING = {
     "pipeline/config.py": ALL_STAGES,
-    "pipeline/models/files.py": {"train_vae", "train_voice", "train_emotion", "evaluate"},
+    "pipeline/models/files.py": {"train_vae", "train_voice", "train_emotion", "evaluate"}
+    | AFTER_FACE_MODELS,
     "pipeline/download/sources.py": {"sources", "download"},
     "pipeline/download/folder.py": {"download"},
     "pipeline/faces/video.py": {"faces"},
     "pipeline/audio/stage.py": {"audio", "embed"},
-    "pipeline/audio/prepare.py": {"audio", "embed", "train_voice", "evaluate"},
+    "pipeline/audio/prepare.py": {"audio", "embed", "train_voice", "evaluate",
+                                  "train_voice_disentangled", "evaluate_disentangled"},
     "pipeline/dataset/stage.py": {"dataset"},
-    "pipeline/training/vae.py": {"train_vae", "train_voice", "train_emotion"},
-    "pipeline/training/voice.py": {"train_voice"},
-    "pipeline/evaluation/report.py": {"train_voice", "evaluate"},
+    "pipeline/training/vae.py": {"train_vae", "train_voice", "train_emotion",
+                                 "train_disentangled", "train_expression_baselines",
+                                 "train_voice_disentangled", "evaluate_expression"},
+    "pipeline/training/voice.py": {"train_voice", "train_voice_disentangled"},
+    "pipeline/evaluation/report.py": {"train_voice", "evaluate", "train_voice_disentangled",
+                                      "evaluate_disentangled", "evaluate_expression"},
 }
 
 

@@ -39,6 +39,13 @@ TINY_PARAMS: dict[str, Any] = {
     "train_ggdrm.pretrain_epochs": 2,
     "train_ggdrm.finetune_epochs": 2,
     "train_ggdrm.dnn_epochs": 2,
+    "train_disentangled.rounds": 1,
+    "train_disentangled.identity_epochs": 1,
+    "train_disentangled.expression_epochs": 1,
+    "train_disentangled.baseline_epochs": 1,
+    "train_disentangled.checkpoint_every": 1,
+    "train_voice_disentangled.epochs": 1,
+    "evaluate_expression.clustering_runs": 3,
 }
 
 RUNNING = re.compile(r"Running stage '([\w@-]+)'")

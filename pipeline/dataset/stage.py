@@ -34,6 +34,12 @@ Splits (``dataset.split_mode``):
 Output: ``<out>/{train,val,test}/part-NNNNN.parquet`` (:data:`pipeline.schemas.DATASET`, rows
 in a seeded shuffled order so a streaming shuffle buffer mixes speakers well),
 ``meta.json``, ``schema.md`` and the stage report. Same inputs and params give the same bytes.
+
+When the faces stage made equally spaced crops (``faces.sequence_frames`` > 1: its
+``sequence-*.parquet``), each kept clip's crops follow it into its split as
+``<split>/frames-NNNNN.parquet`` (:data:`pipeline.schemas.DATASET_FRAMES`: clip id, speaker,
+emotion label, frame index, face), ordered by clip id and frame; without them nothing
+changes.
 """
 
 from __future__ import annotations
@@ -58,13 +64,17 @@ from pipeline.runtime import (
     atomic_write_json,
     atomic_write_text,
 )
-from pipeline.schemas import DATASET, DATASET_META_KEYS, describe
+from pipeline.schemas import DATASET, DATASET_FRAMES, DATASET_META_KEYS, describe
 from pipeline.shards import ShardWriter, list_shards
 
 log = logging.getLogger(__name__)
 
 FACE_COLUMNS = ["clip_id", "face", "size", "frame_index"]
 AUDIO_COLUMNS = ["clip_id", "pcm", "sample_rate", "n_samples"]
+SEQUENCE_PREFIX = "sequence"
+"""The faces stage's equally spaced crops (``faces.sequence_frames`` > 1)."""
+FRAMES_PREFIX = "frames"
+"""Their shards in each split directory, beside the clips' ``part-*``."""
 LABEL_COLUMNS = ["clip_id", "speaker_id", "sentence", "emotion", "level", "sex", "age", "race",
                  "ethnicity"]
 
@@ -94,11 +104,17 @@ def build_dataset(
     with atomic_directory(out_dir) as tmp:
         table = _dataset_table(kept, faces, audio, split_of, params)
         meta = _meta(table, params, labelled)
+        frames = _frames_table(table, faces_dir)
         for index, split in enumerate(SPLITS):
             rows = table.filter(pc.equal(table.column("split"), split))
             _write_split(rows, tmp / split, params, seed=[params.seed, index])
+            if frames is not None:
+                _write_frames(frames.filter(pc.equal(frames.column("split"), split)),
+                              tmp / split, params)
         atomic_write_json(tmp / META_JSON, meta)
-        atomic_write_text(tmp / "schema.md", _schema_markdown())
+        atomic_write_text(tmp / "schema.md", _schema_markdown(frames is not None))
+        if frames is not None:
+            report.count("frames", frames.num_rows)
         report.count("kept", table.num_rows)
         report.info.update(catalogue_clips=clips.num_rows, kept=table.num_rows,
                            split_mode=params.split_mode, emotion_labels=labelled,
@@ -311,6 +327,36 @@ def _write_split(rows: pa.Table, directory: Path, params: DatasetParams, seed: l
         writer.write(rows.take(pa.array(order, pa.int64())))
 
 
+def _frames_table(clips: pa.Table, faces_dir: str | Path) -> pa.Table | None:
+    """Return the kept clips' equally spaced crops as :data:`DATASET_FRAMES`; None if none."""
+    paths = list_shards(Path(faces_dir), SEQUENCE_PREFIX)
+    if not paths:
+        return None
+    crops = pa.concat_tables(pq.read_table(p) for p in paths).sort_by(
+        [("clip_id", "ascending"), ("frame_index", "ascending")])
+    index = {c: i for i, c in enumerate(clips.column("clip_id").to_pylist())}
+    keep = [i for i, c in enumerate(crops.column("clip_id").to_pylist()) if c in index]
+    crops = crops.take(pa.array(keep, pa.int64()))
+    rows = clips.take(pa.array([index[c] for c in crops.column("clip_id").to_pylist()],
+                               pa.int64()))
+    sizes = set(crops.column("size").to_pylist()) | set(clips.column("face_size").to_pylist())
+    if len(sizes) > 1:
+        raise ValueError(f"face crop size differs between chosen and sequence frames: "
+                         f"{sorted(sizes)}")
+    columns = {name: rows.column(name) for name in ("speaker_id", "emotion", "emotion_index",
+                                                      "split")}
+    columns |= {"clip_id": crops.column("clip_id"), "frame_index": crops.column("frame_index"),
+                "face": crops.column("face"), "face_size": crops.column("size")}
+    return pa.table({f.name: columns[f.name] for f in DATASET_FRAMES})
+
+
+def _write_frames(rows: pa.Table, directory: Path, params: DatasetParams) -> None:
+    """Write a split's sequence crops as ``frames-NNNNN.parquet`` (clip, then frame order)."""
+    with ShardWriter(directory, FRAMES_PREFIX, DATASET_FRAMES, params.shard_mb * 2**20,
+                     params.row_group_rows) as writer:
+        writer.write(rows)
+
+
 def _split_summary(table: pa.Table, split: str) -> dict:
     rows = table.filter(pc.equal(table.column("split"), split))
     return {
@@ -346,8 +392,8 @@ def _meta(table: pa.Table, params: DatasetParams, labelled: bool) -> dict:
     return meta
 
 
-def _schema_markdown() -> str:
-    return (
+def _schema_markdown(with_frames: bool = False) -> str:
+    text = (
         "# Dataset shards\n\n"
         "`{train,val,test}/part-NNNNN.parquet`, one row per clip. `meta.json` holds the label "
         "order (`emotions`; `[]` when the data has no emotion labels, and then `emotion` and "
@@ -355,3 +401,8 @@ def _schema_markdown() -> str:
         "clip counts of each split, and `split_mode`. Read them with `pipeline.loaders`.\n\n"
         f"{describe(DATASET)}\n"
     )
+    if with_frames:
+        text += ("\n## Sequence frames\n\n`{train,val,test}/frames-NNNNN.parquet`, one row per "
+                 "equally spaced frame of each clip (`faces.sequence_frames`).\n\n"
+                 f"{describe(DATASET_FRAMES)}\n")
+    return text

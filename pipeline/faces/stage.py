@@ -21,6 +21,10 @@ length of clips:
    cropped (:mod:`pipeline.faces.crop`). Frames never landmarked score NaN and are never chosen:
    nothing is interpolated. With ``landmark_every`` 1 every frame is measured in pass 1.
 
+With ``faces.sequence_frames`` K > 1, pass 2 also crops K equally spaced frames of each clip
+(:mod:`pipeline.faces.sequence`) into ``sequence-NNNNN.parquet``, after the choice, which
+they do not change; with K = 1 the stage writes exactly what it wrote before the option.
+
 Rows come back in catalogue order sorted by clip id, so the shards are the same bytes
 whatever the worker count.
 """
@@ -52,6 +56,7 @@ from pipeline.faces.selection import (
     refine_windows,
     select_frame,
 )
+from pipeline.faces.sequence import sequence_crops
 from pipeline.faces.video import read_gray_frame
 from pipeline.images import image_grid, save_png
 from pipeline.runtime import (
@@ -62,7 +67,7 @@ from pipeline.runtime import (
     default_workers,
     remove_stale_temporaries,
 )
-from pipeline.schemas import FACES, conform
+from pipeline.schemas import FACES, SEQUENCE, conform
 from pipeline.shards import ShardWriter
 
 log = logging.getLogger(__name__)
@@ -167,13 +172,31 @@ def _raise_small_or_no_face(job: ClipJob, n_frames: int, params: FacesParams) ->
     )
 
 
+@dataclass(frozen=True)
+class Selection:
+    """What pass 2 returns per clip."""
+
+    row: dict[str, Any]
+    """The clip's :data:`~pipeline.schemas.FACES` row."""
+    scores: pa.Table
+    """Every frame's scores (:data:`FRAME_SCORES`)."""
+    calls: int
+    """Shape-predictor calls of pass 2."""
+    sequence: pa.Table | None = None
+    """The equally spaced crops (:data:`~pipeline.schemas.SEQUENCE`) when
+    ``faces.sequence_frames`` > 1."""
+    sequence_missed: int = 0
+    """Equally spaced frames without a tracked face (not cropped)."""
+
+
 def select_clip(job: ClipJob, reference: Reference, n_faces: int,
-                params: FacesParams) -> tuple[dict[str, Any], pa.Table, int]:
+                params: FacesParams) -> Selection:
     """Return ``job``'s :data:`~pipeline.schemas.FACES` row, frame scores and pass-2 calls.
 
     Coarse to fine: the windows around the coarse track's best candidates are measured
     densely, all measured frames are re-scored and the frame is chosen in the windows. The
     scores table (:data:`FRAME_SCORES`) holds every frame's scores as that choice saw them.
+    With ``faces.sequence_frames`` > 1, the equally spaced crops are made after the choice.
     """
     with open(job.track_file, "rb") as spill:
         track: FaceTrack = pickle.load(spill)  # written by track_clip in this run
@@ -202,7 +225,7 @@ def select_clip(job: ClipJob, reference: Reference, n_faces: int,
          "refined": measured & (np.isnan(coarse[:, 0, 0]) | (unrefined & windows)),
          "chosen": np.arange(n) == index},
     )
-    return {
+    row = {
         "clip_id": job.clip_id,
         "frame_index": index,
         "n_frames": n,
@@ -215,11 +238,16 @@ def select_clip(job: ClipJob, reference: Reference, n_faces: int,
                                                   "expression")},
         "reference": reference.kind,
         "n_faces": n_faces,
-    }, conform(curves, FRAME_SCORES), n_refined
+    }
+    selection = Selection(row, conform(curves, FRAME_SCORES), n_refined)
+    if params.sequence_frames == 1:
+        return selection
+    sequence, calls, missed = sequence_crops(job.clip_id, job.video, landmarks, boxes, seek,
+                                             unrefined & ~windows, params)
+    return Selection(row, selection.scores, n_refined + calls, sequence, missed)
 
 
-def _select_task(task: tuple[ClipJob, Reference, int],
-                 params: FacesParams) -> tuple[dict[str, Any], pa.Table, int]:
+def _select_task(task: tuple[ClipJob, Reference, int], params: FacesParams) -> Selection:
     job, reference, n_faces = task
     return select_clip(job, reference, n_faces, params)
 
@@ -309,8 +337,10 @@ def run_faces(catalogue: str | Path, out_dir: str | Path, params: FacesParams,
         target = params.shard_mb * 2**20
         with (ShardWriter(tmp, "faces", FACES, target, ROW_GROUP_ROWS) as writer,
               ShardWriter(tmp, "frame_scores", FRAME_SCORES, target, 64 * ROW_GROUP_ROWS)
-              as curves):
-            sheet_rows = _select_all(tasks, run, (writer, curves))
+              as curves,
+              ShardWriter(tmp, "sequence", SEQUENCE, target, ROW_GROUP_ROWS) as sequence):
+            # the sequence writer makes no file unless it gets rows (sequence_frames > 1)
+            sheet_rows = _select_all(tasks, run, (writer, curves, sequence))
         shutil.rmtree(spill)
         _contact_sheet(sheet_rows, params.crop_size, tmp / CONTACT_SHEET)
         # Nothing run- or machine-specific (worker count, executor, code revision): the output
@@ -354,9 +384,9 @@ def _track_all(jobs: list[ClipJob], run: _Run) -> dict[str, TrackSummary]:
 
 
 def _select_all(tasks: list[tuple[ClipJob, Reference, int]], run: _Run,
-                writers: tuple[ShardWriter, ShardWriter]) -> list[dict[str, Any]]:
+                writers: tuple[ShardWriter, ShardWriter, ShardWriter]) -> list[dict[str, Any]]:
     """Run pass 2, writing rows in task order; return the rows sampled for the contact sheet."""
-    writer, curves = writers
+    writer, curves, sequence = writers
     params, report = run.params, run.report
     n_sample = min(params.sheet_samples, len(tasks))
     sample = set(np.linspace(0, len(tasks) - 1, n_sample).round().astype(int).tolist())
@@ -366,9 +396,14 @@ def _select_all(tasks: list[tuple[ClipJob, Reference, int]], run: _Run,
         if isinstance(result, QuarantineError):
             _reject(report, job, result)
             continue
-        result, frames, n_refined = result
-        curves.write(frames)
-        report.count("landmark_calls_refine", n_refined)
+        curves.write(result.scores)
+        report.count("landmark_calls_refine", result.calls)
+        if result.sequence is not None:
+            sequence.write(result.sequence)
+            report.count("sequence_crops", result.sequence.num_rows)
+            if result.sequence_missed:
+                report.count("sequence_frames_without_face", result.sequence_missed)
+        result = result.row
         report.count("selected")
         report.count(f"reference:{result['reference']}")
         if result["n_faces"] > 1:

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from pipeline.config import TrainVoiceParams
-from pipeline.models import embedding_voice, vae, voice_encoder
+from pipeline.models import disentangled, embedding_voice, vae, voice_encoder
 from pipeline.models.files import load_model_payload
 
 M = TypeVar("M")
@@ -118,6 +118,8 @@ class VoiceModelEntry:
 
 FACE_MODELS: dict[str, FaceModelEntry] = {
     "vae": FaceModelEntry(vae.MODEL_KIND, vae.face_model_from_payload),  # 003
+    "disentangled": FaceModelEntry(  # 002: identity z_i + expression z_e
+        disentangled.MODEL_KIND, disentangled.face_model_from_payload),
 }
 VOICE_MODELS: dict[str, VoiceModelEntry] = {
     "deeptalk": VoiceModelEntry(  # 003 Table 1

@@ -6,6 +6,13 @@ Adam for ``settings.epochs`` epochs, averages every term per epoch (weighted by 
 for the training and validation data, and hands the epoch record to the callbacks (e.g.
 :class:`DvcLiveCallback`).
 
+Adversarial training (a GAN's discriminator, 002 section 4.1.1) is one more step per batch,
+not a second loop: with an :class:`AdversarialStep`, the adversary's parameters get their
+own Adam and ``fit`` takes, after every model step, one step of the adversary's objective on
+the same batch; its terms are logged with a ``d_`` prefix. Schedules that change from epoch
+to epoch (which parameters train, the learning rate, which loss) are callbacks'
+``on_epoch_start``, a function of the epoch alone so that a resumed run repeats them.
+
 Reproducibility: the data order of epoch ``e`` is a function of ``(seed, e)`` only (a fresh
 seeded generator per epoch), and a checkpoint stores the weights, the optimizer state and
 every RNG state, so a run killed after any epoch and resumed from its last checkpoint ends
@@ -48,6 +55,19 @@ RESUME_IGNORED = ("epochs", "checkpoint_every", "device", "num_workers")
 of the epochs already trained; raising ``epochs`` continues a finished run)."""
 
 Objective = Callable[[nn.Module, dict[str, Any]], dict[str, torch.Tensor]]
+AdversaryObjective = Callable[[nn.Module, dict[str, Any]], dict[str, torch.Tensor] | None]
+ADVERSARY_PREFIX = "d_"
+"""Prefix of the adversary's terms in the epoch records (``train/d_loss`` ...)."""
+
+
+@dataclass(frozen=True)
+class AdversarialStep:
+    """A second network trained against the model: one step of its own objective per batch."""
+
+    parameters: Callable[[nn.Module], Sequence[nn.Parameter]]
+    """``model -> `` the adversary's parameters (the model's step leaves them alone)."""
+    objective: AdversaryObjective
+    """``(model, batch) -> {"loss", ...}`` of the adversary, or None: no step this batch."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +113,8 @@ class FitState:
     """Epoch of the checkpoint this run resumed from, if any."""
     step_model: nn.Module | None = None
     """The module the training steps call: ``model`` wrapped in DDP when distributed."""
+    adversary_optimizer: torch.optim.Optimizer | None = None
+    """The adversary's optimizer, when training with an :class:`AdversarialStep`."""
 
 
 class Callback:
@@ -100,6 +122,9 @@ class Callback:
 
     def on_fit_start(self, state: FitState) -> None:
         """Run before the first epoch (after a resume has restored ``state.history``)."""
+
+    def on_epoch_start(self, state: FitState) -> None:
+        """Run before each epoch (``state.epoch`` epochs done); set per-epoch schedules here."""
 
     def on_epoch_end(self, state: FitState, record: Mapping[str, float]) -> None:
         """Run after each epoch, once its checkpoint (if due) is on disk."""
@@ -134,6 +159,7 @@ def fit(
     identity: Mapping[str, Any] | None = None,
     callbacks: Sequence[Callback] = (),
     resume_ignored: Sequence[str] = RESUME_IGNORED,
+    adversary: AdversarialStep | None = None,
 ) -> FitState:
     """Return the final :class:`FitState` after training ``model`` on ``train_data``.
 
@@ -150,15 +176,18 @@ def fit(
             model config ...).
         callbacks: hooks run at fit start, after each epoch, and at the end.
         resume_ignored: params that may differ from the checkpoint's (no effect on weights).
+        adversary: a network trained against the model, one step after each model step
+            (its parameters are not the model optimizer's); one process only.
 
     Under ``torchrun`` (:mod:`pipeline.training.distributed`) every process runs ``fit``:
     each takes its share of every global batch and of the validation data, and rank 0 alone
     checkpoints and runs the callbacks; the history is the same in every process.
     """
+    if adversary is not None and distributed.world_size() > 1:
+        raise ValueError("an adversarial step trains in one process (processes: 1), not DDP")
     device = resolve_device(settings.device)
     model.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
-    state = FitState(model, optimizer, device)
+    state = _fit_state(model, device, settings, adversary)
     check_plain(params, "params")
     check_plain(identity or {}, "identity")
     provenance = {"params": dict(params), "identity": dict(identity or {}),
@@ -172,7 +201,10 @@ def fit(
             callback.on_fit_start(state)
         epochs = range(state.epoch, settings.epochs)
         for epoch in tqdm(epochs, desc="epochs", unit="epoch", disable=None):
-            record = _run_epoch(state, objective, train_data, val_data, settings, epoch)
+            for callback in callbacks:
+                callback.on_epoch_start(state)
+            record = _run_epoch(state, objective, train_data, val_data, settings, epoch,
+                                adversary)
             state.history.append(record)
             log.info("epoch %d/%d %s", epoch + 1, settings.epochs, _format(record))
             last = epoch + 1 == settings.epochs
@@ -205,6 +237,20 @@ def _data_parallel(state: FitState) -> Iterator[None]:
         distributed.restore_batch_norms(state.model, swapped)
 
 
+def _fit_state(
+    model: nn.Module, device: torch.device, settings: FitSettings,
+    adversary: AdversarialStep | None,
+) -> FitState:
+    """Return a fresh state: Adam over the model's parameters less the adversary's, and its own."""
+    if adversary is None:
+        return FitState(model, torch.optim.Adam(model.parameters(), lr=settings.lr), device)
+    theirs = list(adversary.parameters(model))
+    ids = {id(p) for p in theirs}
+    ours = [p for p in model.parameters() if id(p) not in ids]
+    return FitState(model, torch.optim.Adam(ours, lr=settings.lr), device,
+                    adversary_optimizer=torch.optim.Adam(theirs, lr=settings.lr))
+
+
 def _run_epoch(
     state: FitState,
     objective: Objective,
@@ -212,9 +258,10 @@ def _run_epoch(
     val_data: Dataset | None,
     settings: FitSettings,
     epoch: int,
+    adversary: AdversarialStep | None = None,
 ) -> dict[str, float]:
     start = time.perf_counter()
-    train, wait_s, n = _train_epoch(state, objective, train_data, settings, epoch)
+    train, wait_s, n = _train_epoch(state, objective, train_data, settings, epoch, adversary)
     train_s = time.perf_counter() - start
     state.epoch = epoch + 1
     record: dict[str, float] = {"epoch": float(state.epoch), "step": float(state.global_step)}
@@ -229,7 +276,12 @@ def _run_epoch(
 
 
 def _train_epoch(
-    state: FitState, objective: Objective, data: Dataset, settings: FitSettings, epoch: int
+    state: FitState,
+    objective: Objective,
+    data: Dataset,
+    settings: FitSettings,
+    epoch: int,
+    adversary: AdversarialStep | None = None,
 ) -> tuple[dict[str, float], float, int]:
     """Return the epoch's mean terms, seconds spent waiting for data, and examples seen.
 
@@ -242,21 +294,24 @@ def _train_epoch(
     if world > 1:  # each process its own stream, continued exactly by a resumed run
         torch.manual_seed(epoch_seed(settings.seed, epoch) + distributed.rank() + 1)
     totals: dict[str, torch.Tensor] = {}
+    adversary_totals: dict[str, torch.Tensor] = {}
     n_total, wait_s = 0, 0.0
     batches = _timed(_loader(data, settings, state.device, epoch, shuffle=True))
     for batch, waited in batches:
         wait_s += waited
+        batch = _to_device(batch, state.device)
         n = _batch_size(batch)
-        terms = objective(model, _to_device(batch, state.device))
-        state.optimizer.zero_grad(set_to_none=True)
-        loss = terms["loss"] if world == 1 else terms["loss"] * _batch_share(n, state.device)
-        loss.backward()
-        state.optimizer.step()
+        share = None if world == 1 else _batch_share(n, state.device)
+        _accumulate(totals, _step(state.optimizer, objective(model, batch), share), n)
+        if adversary is not None and state.adversary_optimizer is not None:
+            terms = adversary.objective(state.model, batch)
+            if terms is not None:
+                _accumulate(adversary_totals, _step(state.adversary_optimizer, terms), n)
         state.global_step += 1
         n_total += n
-        _accumulate(totals, terms, n)
     if world > 1:
         n_total = _summed(totals, n_total, state.device)
+    totals |= {ADVERSARY_PREFIX + k: v for k, v in adversary_totals.items()}
     if n_total == 0:
         raise ValueError("training data is empty")
     means = {k: v.item() / n_total for k, v in totals.items()}
@@ -328,6 +383,15 @@ def _evaluation_sums(
         _accumulate(totals, objective(model, _to_device(batch, device)), n)
         n_total += n
     return totals, n_total
+
+
+def _step(optimizer: torch.optim.Optimizer, terms: dict[str, torch.Tensor],
+          share: float | None = None) -> dict[str, torch.Tensor]:
+    """Return ``terms`` after one optimizer step on their ``loss`` (times ``share`` if given)."""
+    optimizer.zero_grad(set_to_none=True)
+    (terms["loss"] if share is None else terms["loss"] * share).backward()
+    optimizer.step()
+    return terms
 
 
 def _loader(
@@ -440,6 +504,8 @@ def save_checkpoint(path: str | Path, state: FitState, provenance: Mapping[str, 
         "global_step": state.global_step,
         "model": {k: v.detach().cpu() for k, v in state.model.state_dict().items()},
         "optimizer": state.optimizer.state_dict(),
+        **({"adversary_optimizer": state.adversary_optimizer.state_dict()}
+           if state.adversary_optimizer is not None else {}),
         "history": [dict(r) for r in state.history],
         "rng": _rng_states(),
         "provenance": {
@@ -485,6 +551,8 @@ def _maybe_resume(
         return
     state.model.load_state_dict(payload["model"])
     state.optimizer.load_state_dict(payload["optimizer"])
+    if state.adversary_optimizer is not None:
+        state.adversary_optimizer.load_state_dict(payload["adversary_optimizer"])
     state.epoch = state.resumed_from = int(payload["epoch"])
     state.global_step = int(payload["global_step"])
     state.history = [dict(r) for r in payload["history"]]

@@ -36,7 +36,14 @@ from torch.utils.data import Dataset
 
 from pipeline.config import TrainVaeParams, to_dict
 from pipeline.images import image_grid, placeholder_image, psnr, save_png
-from pipeline.loaders import META_JSON, ShardDataset, load_split, read_meta, split_shards
+from pipeline.loaders import (
+    META_JSON,
+    ShardDataset,
+    frame_shards,
+    load_split,
+    read_meta,
+    split_shards,
+)
 from pipeline.models.emotion_code import code_string, emotion_codes
 from pipeline.models.registry import face_model_entry
 from pipeline.models.vae import MODEL_KIND, FaceVAE, VaeConfig, save_model, vae_loss
@@ -195,11 +202,11 @@ def _split(params: TrainVaeParams, dataset_dir: str | Path, split: str) -> Datas
 
 
 def dataset_fingerprint(dataset_dir: str | Path) -> str:
-    """Return a SHA-256 over ``meta.json`` and every shard's name and bytes."""
+    """Return a SHA-256 over ``meta.json`` and every shard's name and bytes (frames too)."""
     digest = hashlib.sha256()
     files = [Path(dataset_dir) / META_JSON]
     for split in ("train", "val", "test"):
-        files += split_shards(dataset_dir, split)
+        files += split_shards(dataset_dir, split) + frame_shards(dataset_dir, split)
     for path in files:
         digest.update(str(path.relative_to(dataset_dir)).encode() + b"\0")
         hash_file(path, digest)

@@ -315,3 +315,38 @@ def test_stage_cli_fails_when_every_clip_was_quarantined_upstream(tmp_path):
             "quarantine.parquet") in done.stderr
     assert "Traceback" not in done.stderr
     assert json.loads((out / "report.json").read_text())["rejected"] == 3
+
+
+def test_sequence_crops_follow_their_clip_into_its_split(inputs, tmp_path):
+    import pyarrow as pa
+
+    from pipeline.schemas import SEQUENCE
+
+    rows = [{"clip_id": clip, "frame_index": frame, "size": 64,
+             "face": np.full(64 * 64, frame, np.uint8).tobytes()}
+            for clip in sorted(c["clip_id"] for c in inputs["rows"]) for frame in (0, 7, 14)]
+    pq.write_table(pa.Table.from_pylist(rows, schema=SEQUENCE),
+                   inputs["faces"] / "sequence-00000.parquet")
+    out = tmp_path / "out"
+    report = _build(inputs, out)
+    clips = {split: {r["clip_id"]: r for r in rs} for split, rs in _read_all(out).items()}
+    n_frames = 0
+    for split in ("train", "val", "test"):
+        frames = pq.read_table(out / split / "frames-00000.parquet").to_pylist()
+        assert sorted({f["clip_id"] for f in frames}) == sorted(clips[split])  # kept clips only
+        for frame in frames:
+            clip = clips[split][frame["clip_id"]]
+            for key in ("speaker_id", "emotion", "emotion_index", "split"):
+                assert frame[key] == clip[key], key
+            assert frame["face"] == np.full(64 * 64, frame["frame_index"], np.uint8).tobytes()
+        assert [f["frame_index"] for f in frames] == [0, 7, 14] * len(clips[split])
+        n_frames += len(frames)
+    assert report.counts["frames"] == n_frames == 3 * sum(len(c) for c in clips.values())
+    assert "frames-NNNNN.parquet" in (out / "schema.md").read_text()
+    # the clips' own shards are those of a run without sequence crops
+    (inputs["faces"] / "sequence-00000.parquet").unlink()
+    _build(inputs, tmp_path / "plain")
+    for split in ("train", "val", "test"):
+        assert ((out / split / "part-00000.parquet").read_bytes()
+                == (tmp_path / "plain" / split / "part-00000.parquet").read_bytes())
+        assert not list((tmp_path / "plain" / split).glob("frames-*"))

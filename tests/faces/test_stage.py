@@ -21,6 +21,7 @@ from pipeline.faces.crop import crop_face
 from pipeline.faces.landmarks import (
     _Tracker,
     box_from_landmarks,
+    detect_faces,
     fill_landmarks,
     points_array,
     predict_landmarks,
@@ -489,6 +490,10 @@ def demo_run(tmp_path_factory):
         faces = pq.read_table(tmp / mode / "faces-00000.parquet",
                               columns=["clip_id", "frame_index"]).to_pandas()
         chosen[mode] = truth.merge(faces, on="clip_id", validate="one_to_one")
+    # the peak_emotion run again with equally spaced crops (002 section 5.1)
+    run_faces(catalogue, tmp / "sequence", FacesParams(workers=2, sequence_frames=3))
+    chosen["dirs"] = {"peak_emotion": tmp / "peak_emotion", "sequence": tmp / "sequence"}
+    chosen["videos"] = {r["clip_id"]: r["video_path"] for r in rows}
     return chosen
 
 
@@ -507,3 +512,31 @@ def test_frontal_finds_the_true_most_frontal_frame(demo_run):
     assert len(clips) == 16
     within = (clips.frame_index - clips.frontal_frame).abs() <= 2
     assert within.mean() >= 0.9, clips[["clip_id", "frontal_frame", "frame_index"]]
+
+
+@pytest.mark.slow
+def test_sequence_crops_are_equally_spaced_and_leave_the_choice_alone(demo_run):
+    from pipeline.faces.sequence import sequence_positions
+
+    plain, with_sequence = demo_run["dirs"]["peak_emotion"], demo_run["dirs"]["sequence"]
+    for name in ("faces-00000.parquet", "frame_scores-00000.parquet", "contact_sheet.png"):
+        assert (plain / name).read_bytes() == (with_sequence / name).read_bytes(), name
+    assert not list(plain.glob("sequence-*.parquet"))  # K = 1 writes no sequence shards
+    crops = pq.read_table(with_sequence / "sequence-00000.parquet").to_pandas()
+    faces = pq.read_table(plain / "faces-00000.parquet").to_pandas().set_index("clip_id")
+    assert sorted(set(crops.clip_id)) == sorted(faces.index)
+    for clip, rows in crops.groupby("clip_id"):
+        expected = sequence_positions(int(faces.loc[clip, "n_frames"]), 3).tolist()
+        assert rows.frame_index.tolist() == expected
+    # each crop is the chosen frame's kind of crop (alignment, contour mask, size) of its
+    # frame: landmarks measured afresh on that frame give (nearly) the same crop
+    video = demo_run["videos"][crops.clip_id.iloc[4]]
+    for index, face in zip(crops.frame_index.iloc[3:6], crops.face.iloc[3:6], strict=True):
+        frame = read_gray_frame(video, int(index))
+        points = predict_landmarks(frame, detect_faces(frame, 1.0)[0])
+        again = crop_face(frame, points, 64, FacesParams().margin).astype(float)
+        crop = np.frombuffer(face, np.uint8).reshape(64, 64)
+        assert crop.shape == again.shape and crop[0, 0] == crop[-1, -1] == 0
+        assert np.abs(crop - again).mean() < 6, index
+    report = json.loads((with_sequence / "report.json").read_text())
+    assert report["counts"]["sequence_crops"] == len(crops) == 3 * len(faces)

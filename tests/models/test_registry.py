@@ -74,7 +74,8 @@ def test_loading_dispatches_on_the_kind_and_names_a_file_of_the_other_family(tmp
     vae, voice = save_vae(tmp_path / "vae.pt", tiny_vae()), save_voice(tmp_path / "voice.pt")
     with pytest.raises(ModelFileError) as error:
         load_face_model(voice)
-    assert str(error.value) == f"{voice}: not a FaceVAE model file (its kind is 'VoiceEncoder')"
+    assert str(error.value) == (f"{voice}: not a FaceVAE or DisentangledFace model file (its "
+                                "kind is 'VoiceEncoder')")
     with pytest.raises(ModelFileError) as error:
         load_voice_model(vae)
     assert str(error.value) == (f"{vae}: not a VoiceEncoder or EmbeddingMLP or EmbeddingRidge "
@@ -84,7 +85,8 @@ def test_loading_dispatches_on_the_kind_and_names_a_file_of_the_other_family(tmp
 def test_unknown_names_are_refused_naming_the_key():
     with pytest.raises(ValueError) as error:
         face_model_entry("nope")
-    assert str(error.value) == "train_vae.model: unknown face model 'nope'; registered: vae"
+    assert str(error.value) == ("train_vae.model: unknown face model 'nope'; registered: vae, "
+                                "disentangled")
     with pytest.raises(ValueError) as error:
         voice_model_entry("nope")
     assert str(error.value) == ("train_voice.models: unknown voice model 'nope'; registered: "
