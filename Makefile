@@ -12,6 +12,8 @@ STAMP := $(VENV)/.installed
 APT_PACKAGES := ffmpeg espeak-ng openssh-server openssh-client chromium chromium-driver
 PORT ?= 8000
 PYTEST_ARGS ?=
+# Parallel test workers (pytest-xdist); each module's tests stay in one worker (tests/conftest.py).
+TEST_WORKERS ?= auto
 # Stages in dvc.yaml call `python -m stages.X`: make it the venv's python.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
@@ -23,7 +25,7 @@ demo: setup
 	@echo "Report: data/evaluate/report.md (metrics: dvc metrics show)"
 
 test: setup
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # The web app over the models `make demo` trained: http://127.0.0.1:$(PORT)/
 serve: setup

@@ -61,7 +61,8 @@ def stage_model_paths(dvc_yaml: str | Path, params: str | Path,
     """
     definition = yaml.safe_load(Path(dvc_yaml).read_text())["stages"][stage]
     cmd = definition["do"]["cmd"] if "foreach" in definition else definition["cmd"]
-    cmd = cmd.replace("${item}", load_params(params, "train_voice").models[0])
+    if "${item}" in cmd:
+        cmd = cmd.replace("${item}", load_params(params, "train_voice").models[0])
     args = _stage_args(cmd, "stages.train_voice", train_voice.build_parser())
     return args.vae, str(Path(args.out) / MODEL_FILE)
 

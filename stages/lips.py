@@ -10,7 +10,7 @@ import logging
 
 from pipeline.config import FacesParams, LipsParams, load_params
 from pipeline.lips.stage import run_lips
-from pipeline.runtime import setup_logging
+from pipeline.runtime import EmptyOutputError, setup_logging
 
 log = logging.getLogger("stages.lips")
 
@@ -28,7 +28,11 @@ def main(argv: list[str] | None = None) -> int:
     params: LipsParams = load_params(args.params, "lips")
     faces: FacesParams = load_params(args.params, "faces")  # the tracker's detector settings
     # The utterance split is seeded by lips.seed; nothing else is random.
-    report = run_lips(args.catalogue, args.out, params, faces)
+    try:
+        report = run_lips(args.catalogue, args.out, params, faces)
+    except EmptyOutputError as error:  # the report and quarantine table are written
+        log.error("%s", error)
+        return 1
     log.info("wrote %s: %s", args.out, dict(report.counts))
     return 0
 

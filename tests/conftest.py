@@ -60,3 +60,12 @@ def grid_dir() -> Path:
 @pytest.fixture
 def mead_dir() -> Path:
     return shared_dataset("mead-emotion-clips")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Keep each module's tests in one pytest-xdist worker (``make test``: ``--dist
+    loadgroup``), so its module- and session-scoped fixtures (a tiny DVC project, a Ray
+    cluster, trained models) are built once; a module may split itself into named groups."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))

@@ -143,7 +143,8 @@ def test_face_model_names_the_voice_stage_of_each_registered_face_model(repo_roo
 
     assert set(VOICE_STAGES) == set(FACE_MODELS)
     stages = yaml.safe_load((repo_root / "dvc.yaml").read_text())["stages"]
-    face, voice = stage_model_paths(repo_root / "dvc.yaml", VOICE_STAGES["disentangled"])
+    face, voice = stage_model_paths(repo_root / "dvc.yaml", repo_root / "params.yaml",
+                                    VOICE_STAGES["disentangled"])
     assert face in stages["train_disentangled"]["outs"]
     assert voice in stages["train_voice_disentangled"]["outs"]
 

@@ -159,10 +159,10 @@ class Reproduction:
         return {name: end - start for (name, start), end in zip(order, ends, strict=True)}
 
 
-def repro_timed(cwd: Path) -> Reproduction:
-    """Run `dvc repro` to completion, timing when each stage starts."""
+def repro_timed(cwd: Path, *targets: str) -> Reproduction:
+    """Run `dvc repro [targets]` to completion, timing when each stage starts."""
     start = time.monotonic()
-    process = subprocess.Popen(["dvc", "repro"], cwd=cwd, env=env(), text=True,
+    process = subprocess.Popen(["dvc", "repro", *targets], cwd=cwd, env=env(), text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     result = Reproduction(output="")
     lines = []
@@ -177,9 +177,9 @@ def repro_timed(cwd: Path) -> Reproduction:
     return result
 
 
-def kill_during(cwd: Path, stage: str, after_s: float) -> str:
-    """Start `dvc repro`, SIGKILL its whole process group ``after_s`` into ``stage``."""
-    process = subprocess.Popen(["dvc", "repro"], cwd=cwd, env=env(), text=True,
+def kill_during(cwd: Path, stage: str, after_s: float, *targets: str) -> str:
+    """Start `dvc repro [targets]`, SIGKILL its whole process group ``after_s`` into ``stage``."""
+    process = subprocess.Popen(["dvc", "repro", *targets], cwd=cwd, env=env(), text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                start_new_session=True)
     lines = []

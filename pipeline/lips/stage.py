@@ -43,6 +43,7 @@ from pipeline.lips.crop import crop_mouth, mouth_geometry
 from pipeline.lips.features import ImageCoder
 from pipeline.lips.mcep import dither, frame_mel_cepstra
 from pipeline.runtime import (
+    EmptyOutputError,
     QuarantineError,
     StageReport,
     atomic_directory,
@@ -236,7 +237,8 @@ def run_lips(catalogue: str | Path, out_dir: str | Path, params: LipsParams,
     (:class:`~pipeline.lips.features.ImageCoder`), ``meta.json``, ``mouths.png`` (test crops
     over their reconstructions from the features), ``report.json`` and
     ``quarantine.parquet`` into ``out_dir``, which is replaced atomically. Raises
-    ``ValueError`` when no clip is left, or none for training.
+    :class:`~pipeline.runtime.EmptyOutputError` (after writing the report and quarantine
+    table alone) when no clip is left, or too few to hold one out for testing.
     """
     report = StageReport("lips")
     jobs = read_jobs(catalogue, params.speaker, report)
@@ -250,10 +252,14 @@ def run_lips(catalogue: str | Path, out_dir: str | Path, params: LipsParams,
             continue
         clips.append(result)
         _count_clip(report, result)
-    if not clips:
-        raise ValueError(f"lips: no usable clip among {len(jobs)} (see the quarantine: "
-                         f"{dict(report.reasons())})")
-    split = split_utterances([c.clip_id for c in clips], params.test_fraction, params.seed)
+    try:
+        if not clips:
+            raise ValueError(f"no usable clip among {len(jobs)}")
+        split = split_utterances([c.clip_id for c in clips], params.test_fraction, params.seed)
+    except ValueError as error:  # too little to train and test on: the report says why
+        with atomic_directory(out_dir) as tmp:
+            report.write(tmp)
+        raise EmptyOutputError(str(error), report, out_dir) from None
     coder = ImageCoder.fit(np.concatenate([c.crops for c in clips if split[c.clip_id] == "train"]),
                            params.dct_block, params.pca_variance)
     with atomic_directory(out_dir) as tmp:

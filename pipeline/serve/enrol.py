@@ -40,7 +40,7 @@ def enrolment_face(path: str | Path, params: FacesParams, workdir: str | Path) -
     if summary.n_frames < max(SMOOTHING_FRAMES, 2 * params.landmark_every + 1):
         return _short_clip_face(job, params)
     reference = _references([job], {ENROLMENT: summary}, params)[ENROLMENT]
-    row, _, _ = select_clip(job, reference, summary.n_faces, params)
+    row = select_clip(job, reference, summary.n_faces, params).row
     return np.frombuffer(row["face"], np.uint8).reshape(row["size"], row["size"])
 
 

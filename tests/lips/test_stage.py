@@ -109,6 +109,26 @@ def test_lips_and_train_ggdrm_clis(corpus):
     assert "## Lips -> speech" in (tmp / "ggdrm" / "report.md").read_text()
 
 
+def test_too_few_clips_exit_1_with_the_report_and_no_traceback(corpus, tmp_path):
+    tmp, _, truth = corpus
+    first = truth.iloc[0]
+    catalogue = make_catalogue(tmp_path, [
+        {"clip_id": first.clip_id, "speaker_id": "1001",
+         "video_path": str(tmp / "demo" / first.video_path)},
+        {"clip_id": "1001_empty", "speaker_id": "1001", "video_path": str(tmp / "empty.flv")}])
+    params = write_params(tmp_path / "params.yaml", lips=LipsParams(workers=1),
+                          faces=FacesParams())
+    result = subprocess.run([sys.executable, "-m", "stages.lips", "--params", str(params),
+                             "--catalogue", str(catalogue), "--out", str(tmp_path / "lips")],
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "1 usable clip(s): none left for training" in result.stderr
+    assert "Traceback" not in result.stderr
+    report = json.loads((tmp_path / "lips" / "report.json").read_text())
+    assert report["counts"]["clips"] == 2 and report["rejected"] == 1
+    assert not list((tmp_path / "lips").glob("lips-*.parquet"))
+
+
 def test_audio_a_frame_short_still_gives_one_vector_per_frame(corpus):
     tmp, _, truth = corpus
     first = truth.iloc[0]
