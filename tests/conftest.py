@@ -62,6 +62,7 @@ def mead_dir() -> Path:
     return shared_dataset("mead-emotion-clips")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's hook reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Keep each module's tests in one pytest-xdist worker (``make test``: ``--dist
     loadgroup``), so its module- and session-scoped fixtures (a tiny DVC project, a Ray
