@@ -12,7 +12,8 @@ STAMP := $(VENV)/.installed
 APT_PACKAGES := ffmpeg espeak-ng openssh-server openssh-client chromium chromium-driver
 PORT ?= 8000
 PYTEST_ARGS ?=
-# Parallel test workers (pytest-xdist); each module's tests stay in one worker (tests/conftest.py).
+# Parallel test workers (pytest-xdist); a module's tests stay in one worker (its fixtures are
+# built once; the workflow tests are two modules, each with its own reference run).
 # The workers use the cores: one torch / OpenMP thread each (a second one only contends).
 TEST_WORKERS ?= auto
 # Stages in dvc.yaml call `python -m stages.X`: make it the venv's python.
@@ -26,7 +27,7 @@ demo: setup
 	@echo "Report: data/evaluate/report.md (metrics: dvc metrics show)"
 
 test: setup
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The web app over the models `make demo` trained: http://127.0.0.1:$(PORT)/
 serve: setup

@@ -1,8 +1,9 @@
-"""Shared fixtures: real data locations, seeded RNGs, repository paths."""
+"""Shared fixtures: real data locations, seeded RNGs, repository paths, the workflow reference."""
 
 from __future__ import annotations
 
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -62,11 +63,23 @@ def mead_dir() -> Path:
     return shared_dataset("mead-emotion-clips")
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's hook reads the groups
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Keep each module's tests in one pytest-xdist worker (``make test``: ``--dist
-    loadgroup``), so its module- and session-scoped fixtures (a tiny DVC project, a Ray
-    cluster, trained models) are built once; a module may split itself into named groups."""
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """A tiny project after a full `dvc repro`, committed like a user would (workflow tests).
+
+    Module-scoped: each workflow module builds its own, so they can run in parallel workers.
+    """
+    from tests.workflow import ALL_STAGES, TINY_PARAMS, git, make_project, repro_timed, stages_run
+
+    project = make_project(tmp_path_factory.mktemp("reference") / "project", TINY_PARAMS)
+    run = repro_timed(project)
+    assert stages_run(run.output) == ALL_STAGES
+    git(project, "add", "-A")
+    git(project, "commit", "-q", "-m", "tiny run")
+    return project, run
+
+
+@pytest.fixture
+def project(reference, tmp_path):
+    """A private copy of the reference project (git history, DVC cache and outputs)."""
+    return Path(shutil.copytree(reference[0], tmp_path / "project", symlinks=True))

@@ -1,7 +1,9 @@
 """What users choose DVC for, proved with the real `dvc` on a tiny copy of the project.
 
 One module-scoped reference run (`dvc repro` of the whole pipeline with tiny params, then a
-commit); each test works on its own copy or clone of it.
+commit; the ``reference`` fixture of tests/conftest.py); each test works on its own copy or
+clone of it. The full reproductions from scratch are in tests/test_workflow_repro.py, which
+``make test`` runs in another worker.
 """
 
 from __future__ import annotations
@@ -21,19 +23,13 @@ from tests.workflow import (
     dvc,
     dvc_json,
     git,
-    kill_during,
     lock_outs,
     make_project,
-    repro_timed,
     set_params,
     stages_run,
 )
 
 pytestmark = pytest.mark.slow
-# Two pytest-xdist groups (tests/conftest.py), each with its own reference run, so that the
-# long reproductions run beside the edits instead of after them.
-FROM_SCRATCH = pytest.mark.xdist_group("workflow-from-scratch")
-EDITS = pytest.mark.xdist_group("workflow-edits")
 
 DOWNSTREAM_OF_DATASET = {"dataset", "train_vae", "train_voice", "train_emotion", "evaluate"} | {
     "train_disentangled", "train_expression_baselines", "train_voice_disentangled",
@@ -47,33 +43,6 @@ DATA_STAGES = ("download", "faces", "audio", "dataset")
 ALWAYS = {"sources"}
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    """A tiny project after a full `dvc repro`, committed like a user would."""
-    project = make_project(tmp_path_factory.mktemp("reference") / "project", TINY_PARAMS)
-    run = repro_timed(project)
-    assert stages_run(run.output) == ALL_STAGES
-    git(project, "add", "-A")
-    git(project, "commit", "-q", "-m", "tiny run")
-    return project, run
-
-
-@pytest.fixture
-def project(reference, tmp_path):
-    """A private copy of the reference project (git history, DVC cache and outputs)."""
-    return Path(shutil.copytree(reference[0], tmp_path / "project", symlinks=True))
-
-
-@FROM_SCRATCH
-def test_noop_repro_after_a_full_run(reference):
-    project, _ = reference
-    assert dvc_json(project, "status") == {"sources": ["always changed"]}
-    output = dvc(project, "repro")
-    assert stages_run(output) == ALWAYS
-    assert "Stage 'download' didn't change" in output
-
-
-@EDITS
 @pytest.mark.parametrize(
     ("key", "value", "changed", "reruns"),
     [
@@ -123,7 +92,6 @@ STALE_AFTER_EDITING = {
 }
 
 
-@EDITS
 def test_editing_a_module_makes_exactly_the_stages_that_import_it_stale(project):
     seen = {}
     for module in STALE_AFTER_EDITING:
@@ -136,7 +104,6 @@ def test_editing_a_module_makes_exactly_the_stages_that_import_it_stale(project)
     assert changed_stages(project) == set()
 
 
-@EDITS
 def test_forced_vae_retraining_gives_the_same_bytes_and_nothing_downstream_reruns(
         project, reference):
     model = "models/vae/model.pt"
@@ -153,7 +120,6 @@ def test_forced_vae_retraining_gives_the_same_bytes_and_nothing_downstream_rerun
     assert changed_stages(project) == set()
 
 
-@EDITS
 def test_a_fetch_setting_edit_leaves_faces_up_to_date(project):
     set_params(project, {"download.workers": 4})
     assert changed_stages(project) == {"download"}
@@ -161,7 +127,6 @@ def test_a_fetch_setting_edit_leaves_faces_up_to_date(project):
     assert changed_stages(project) == set()
 
 
-@FROM_SCRATCH
 def test_a_folder_dataset_sees_a_new_labels_row_and_video(tmp_path):
     recordings = tmp_path / "recordings"
     recordings.mkdir()
@@ -194,7 +159,6 @@ def _catalogued(project: Path) -> set[str]:
     return set(pd.read_parquet(project / "data/download/catalogue.parquet")["clip_id"])
 
 
-@EDITS
 def test_experiments_show_and_diff_metrics(project):
     # --temp: each experiment starts from the committed baseline, not the previous one's params.
     # each reproduces just the stage its param reaches first
@@ -209,7 +173,6 @@ def test_experiments_show_and_diff_metrics(project):
     assert vae_metrics, f"train_vae metrics do not differ between the experiments: {diff}"
 
 
-@EDITS
 def test_run_cache_restores_a_reverted_param_without_running(project, reference):
     set_params(project, {"audio.min_silence_s": 0.8})
     assert stages_run(dvc(project, "repro", "-s", "audio")) == {"audio"}
@@ -234,7 +197,6 @@ def _assert_same_outputs(clone: Path, reference: Path) -> None:
                                        if p.is_file()), path
 
 
-@EDITS
 def test_default_remote_is_a_shared_directory(project, tmp_path):
     remotes = dvc(project, "remote", "list")
     assert remotes.split()[0] == "team", remotes
@@ -248,7 +210,6 @@ def test_default_remote_is_a_shared_directory(project, tmp_path):
     assert stages_run(dvc(clone, "repro")) == ALWAYS
 
 
-@EDITS
 def test_ssh_remote_push_fresh_clone_pull(project, tmp_path, ssh_server):
     url = f"ssh://{ssh_server.user}@127.0.0.1:{ssh_server.port}{tmp_path / 'ssh-remote'}"
     dvc(project, "remote", "add", "ssh", url)
@@ -264,7 +225,6 @@ def test_ssh_remote_push_fresh_clone_pull(project, tmp_path, ssh_server):
     assert stages_run(dvc(clone, "repro")) == ALWAYS
 
 
-@EDITS
 def test_another_repository_imports_and_updates_the_dataset(project, tmp_path):
     dvc(project, "push")  # a data registry serves its data from its remote
     consumer = tmp_path / "consumer"
@@ -287,42 +247,6 @@ def test_another_repository_imports_and_updates_the_dataset(project, tmp_path):
     assert after != before, "a new split seed should give another split"
 
 
-@FROM_SCRATCH
-def test_two_runs_from_an_empty_cache_give_identical_outputs(reference, tmp_path):
-    project, _ = reference
-    clone = tmp_path / "clone"
-    git(tmp_path, "clone", "-q", str(project), str(clone))
-    assert stages_run(repro_timed(clone).output) == ALL_STAGES
-    # Every output to the byte (training on CPU with deterministic algorithms, model files
-    # without temporary names or git revisions); dvclive's files hold per-step timestamps.
-    first, second = _lock_outs_but_dvclive(project), _lock_outs_but_dvclive(clone)
-    for stage in first:
-        assert second[stage] == first[stage], f"{stage} outputs differ between runs"
-
-
-def _lock_outs_but_dvclive(project: Path) -> dict[str, dict[str, str]]:
-    return {stage: {path: md5 for path, md5 in outs.items() if not path.startswith("dvclive/")}
-            for stage, outs in lock_outs(project).items()}
-
-
-@FROM_SCRATCH
-def test_sigkill_in_each_long_stage_then_repro_completes(reference, tmp_path):
-    project, run = reference
-    clone = tmp_path / "clone"
-    git(tmp_path, "clone", "-q", str(project), str(clone))
-    durations = run.durations()
-    # 003's chain only (`dvc repro evaluate`): the other systems' stages are not killed here
-    for stage in ("download", "faces", "train_vae", "train_voice@deeptalk"):
-        kill_during(clone, stage, max(0.3, 0.5 * durations[stage]), "evaluate")
-        assert stage.split("@")[0] in changed_stages(clone), f"{stage} finished before the kill"
-    final = repro_timed(clone, "evaluate")
-    assert "train_voice" in stages_run(final.output)
-    assert dvc_json(clone, "status", "--with-deps", "evaluate") == {"sources": ["always changed"]}
-    first, second = lock_outs(project), lock_outs(clone)
-    for stage in DATA_STAGES:
-        assert second[stage] == first[stage], f"{stage} trusted a half-written output"
-
-
 @pytest.fixture
 def ssh_server(tmp_path):
     """An OpenSSH server on 127.0.0.1 with throwaway host and client keys."""
@@ -332,7 +256,6 @@ def ssh_server(tmp_path):
         yield server
 
 
-@FROM_SCRATCH
 def test_tiny_params_are_valid(tmp_path):
     project = make_project(tmp_path / "p", TINY_PARAMS)
     from pipeline.config import SECTIONS, load_params
