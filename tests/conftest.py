@@ -13,6 +13,23 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = REPO.parent / "shared" / "datasets"
 
 
+LONGEST_FIRST = ("tests/test_workflow_repro.py", "tests/test_workflow.py",
+                 "tests/test_no_emotions.py", "tests/test_preset_000.py",
+                 "tests/training/test_distributed.py")
+"""The modules that take minutes (full `dvc repro` runs, DDP), longest first."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Start the longest modules first: pytest-xdist (``make test``: ``--dist loadfile``)
+    hands modules to its workers in this order, so the short ones fill in around them."""
+
+    def rank(item: pytest.Item) -> int:
+        path = item.path.relative_to(REPO).as_posix()
+        return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: each module's tests keep their order
+
+
 def shared_dataset(name: str) -> Path:
     """Return ``../shared/datasets/<name>``, skipping the test when it is absent."""
     path = SHARED_DATASETS / name
