@@ -195,6 +195,13 @@ def _decode_stream(
             for key, arrays in runs], truncated
 
 
+def resample(wave: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """Return a mono waveform resampled from ``rate`` to ``target`` Hz, as decoding does."""
+    if rate == target:
+        return wave.astype(np.float32, copy=False)
+    return _resample(wave.astype(np.float32)[None, :], "flt", "mono", rate, target)
+
+
 def _resample(samples: np.ndarray, fmt: str, layout: str, rate: int, target: int) -> np.ndarray:
     """Return decoded ``samples`` mixed to mono float32 and resampled to ``target`` Hz."""
     frame = av.AudioFrame.from_ndarray(samples, format=fmt, layout=layout)

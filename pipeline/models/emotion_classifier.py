@@ -151,6 +151,12 @@ class EmotionClassifier(nn.Module):
         probabilities = torch.softmax(self(features.to(self.mean.dtype)), dim=1)
         return EmotionReading(probabilities.argmax(dim=1), probabilities)
 
+    def read_one(self, wave: np.ndarray | torch.Tensor) -> tuple[str, float]:
+        """Return ``(emotion, probability)`` read from one waveform ``(L,)``."""
+        reading = self.read(wave[None])
+        label = int(reading.labels[0])
+        return self.emotions[label], float(reading.probabilities[0, label])
+
 
 def fit_emotion_classifier(
     features: np.ndarray,

@@ -209,7 +209,7 @@ def generate_from_voice(
             (``no_audio``), is silent (``all_silent``) or has too little speech.
     """
     model.emotion_labels(emotion, 1)  # fail on a bad name before decoding anything
-    _check_audio_params(model, audio_params)
+    check_audio_params(model, audio_params)
     reader = emotion_classifier if emotion is None and model.face.emotions else None
     if reader is not None and tuple(reader.emotions) != tuple(model.face.emotions):
         raise GenerationError(f"the emotion classifier reads {list(reader.emotions)}, the face "
@@ -223,9 +223,7 @@ def generate_from_voice(
     wave = torch.from_numpy(prepared.waveform()).unsqueeze(0)
     probability = None
     if reader is not None:
-        reading = reader.read(wave)
-        emotion = reader.emotions[int(reading.labels[0])]
-        probability = float(reading.probabilities[0].max())
+        emotion, probability = reader.read_one(wave[0])
     labels = model.emotion_labels(emotion, 1)
     embedding = _speaker_embedding(audio_path, audio_params) if model.voice.uses_embedding else None
     face = model.faces(wave, labels, embedding)[0, 0].numpy()
@@ -241,7 +239,7 @@ def _speaker_embedding(audio_path: str | Path, audio_params: AudioParams) -> tor
     return torch.from_numpy(embedding.vector).unsqueeze(0)
 
 
-def _check_audio_params(model: VoiceToFace, params: AudioParams) -> None:
+def check_audio_params(model: VoiceToFace, params: AudioParams) -> None:
     """Raise :class:`GenerationError` when ``params`` make clips unlike the training clips."""
     for key, trained, given in (("sample_rate", model.sample_rate, params.sample_rate),
                                 ("n_samples", model.audio_samples, params.n_samples)):

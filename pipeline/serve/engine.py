@@ -15,7 +15,7 @@ emotion (a batch of E), so the face with each emotion costs one small decoder ba
 train_emotion stage's classifier the emotion shown by default is the one read from the voice
 (issue 18); a voice model that reads the pretrained speaker embedding (004's
 ``embedding_mlp``, ``ridge``) gets it from the upload at the encoder's 16 kHz, and from the
-gallery's clips resampled to it.
+gallery's clips resampled to it (libswresample, as decoding does).
 """
 
 from __future__ import annotations
@@ -28,15 +28,19 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from scipy.signal import resample_poly
 
-from pipeline.audio.prepare import pcm_to_float
+from pipeline.audio.prepare import pcm_to_float, resample
 from pipeline.config import AudioParams
 from pipeline.embed.encoder import SPEAKER_RATE, SpeakerEncoder, embed_media
 from pipeline.models.emotion_classifier import EmotionClassifier, load_emotion_classifier
 from pipeline.models.files import ModelFileError
 from pipeline.models.registry import LoadedModel, load_face_model, load_voice_model
-from pipeline.models.voice_to_face import GenerationError, VoiceToFace, pair_models
+from pipeline.models.voice_to_face import (
+    GenerationError,
+    VoiceToFace,
+    check_audio_params,
+    pair_models,
+)
 from pipeline.runtime import sha256_file
 
 log = logging.getLogger(__name__)
@@ -141,9 +145,8 @@ class ServedModel:
         shown = self._model.emotion_index(emotion) or 0
         read = None
         if emotion is None and self._reader is not None:
-            reading = self._reader.read(torch.from_numpy(waveform).unsqueeze(0))
-            read = (self.emotions[int(reading.labels[0])], float(reading.probabilities[0].max()))
-            shown = int(reading.labels[0])
+            read = self._reader.read_one(torch.from_numpy(waveform))
+            shown = self.emotions.index(read[0])
         n = max(len(self.emotions), 1)
         labels = torch.arange(n) if self.emotions else None
         voice = self._voice_targets(waveform[None], None if embedding is None else embedding[None])
@@ -180,9 +183,7 @@ class ServedModel:
         embeddings = None
         if self.uses_embedding:
             speaker = self._require_speaker()
-            gcd = np.gcd(SPEAKER_RATE, sample_rate)
-            embeddings = np.stack([speaker.embed(resample_poly(wave, SPEAKER_RATE // gcd,
-                                                               sample_rate // gcd))
+            embeddings = np.stack([speaker.embed(resample(wave, sample_rate, SPEAKER_RATE))
                                    for wave in waves])
         return self._voice_targets(waves, embeddings).numpy()
 
@@ -220,13 +221,12 @@ def load_served_models(files: Sequence[ModelFiles], audio: AudioParams,
         if entry.name in models:
             raise ValueError(f"model name {entry.name!r} given twice")
         model = pair_models(load_face_model(entry.face), load_voice_model(entry.voice))
+        try:
+            check_audio_params(model, audio)
+        except GenerationError as error:
+            raise GenerationError(f"{entry.voice}: {error}") from None
         if model.voice.uses_embedding and speaker is None:
             speaker = SpeakerEncoder()
-        for key, trained, given in (("sample_rate", model.sample_rate, audio.sample_rate),
-                                    ("n_samples", model.audio_samples, audio.n_samples)):
-            if trained is not None and trained != given:
-                raise GenerationError(f"{entry.voice} was trained on clips with {key}={trained}, "
-                                      f"the audio params give {given}")
         fits = reader is not None and tuple(reader.emotions) == tuple(model.face.emotions)
         if reader is not None and not fits:
             log.warning("model %s: the emotion classifier reads %s, the face model renders %s: "
